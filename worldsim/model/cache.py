@@ -1,0 +1,109 @@
+"""The deep block's explicit state: a preallocated KV cache with per-key (frame, sequence) metadata.
+
+The session owns it; modules only read and write it when handed one. Keys are stored already rotated, so old
+frames can be evicted (sliding time window) without recomputing the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+PROMPT_FRAME = -1  # frame index of prompt tokens: visible from every frame
+
+
+class KVCache:
+    """Per-layer key/value buffers, each (B, heads, capacity, head_dim), and the metadata of each slot.
+
+    Layers have separate tensors so that writing one layer's keys never touches another's (autograd-safe).
+    """
+
+    def __init__(self, layers: int, batch: int, heads: int, head_dim: int, capacity: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        shape = (batch, heads, capacity, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.frame = torch.full((capacity,), PROMPT_FRAME, dtype=torch.long, device=device)
+        self.seq = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.length = 0  # committed slots
+        self.total = 0  # tokens ever committed (sequence index of the next token)
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    @property
+    def batch(self) -> int:
+        return self.k[0].shape[0]
+
+    def reserve(self, n: int) -> None:
+        """Make room for n more slots past the committed length (grows the buffers by doubling)."""
+        need = self.length + n
+        if need <= self.capacity:
+            return
+        cap = max(need, 2 * self.capacity)
+        grow = cap - self.capacity
+        pad = lambda t: torch.cat([t, t.new_zeros(*t.shape[:2], grow, t.shape[3])], dim=2)
+        self.k, self.v = [pad(t) for t in self.k], [pad(t) for t in self.v]
+        self.frame = torch.cat([self.frame, self.frame.new_full((grow,), PROMPT_FRAME)])
+        self.seq = torch.cat([self.seq, self.seq.new_zeros(grow)])
+
+    def layer(self, i: int) -> tuple[Tensor, Tensor, int]:
+        """(k_buf, v_buf, start) for Attention: new keys go at the committed length."""
+        return self.k[i], self.v[i], self.length
+
+    def key_meta(self, new_frame: Tensor, new_seq: Tensor) -> tuple[Tensor, Tensor]:
+        """Frame and sequence index of every key an attention call will see (cached, then new)."""
+        n = self.length
+        return torch.cat([self.frame[:n], new_frame]), torch.cat([self.seq[:n], new_seq])
+
+    def commit(self, frame: Tensor, seq: Tensor) -> None:
+        """Keep the n slots just written (their metadata given) as part of the context."""
+        n = frame.shape[0]
+        self.frame[self.length : self.length + n] = frame
+        self.seq[self.length : self.length + n] = seq
+        self.length += n
+        self.total += n
+
+    def evict_frames_before(self, frame: int) -> None:
+        """Drop every cached key of a frame < `frame` (prompt keys stay); keeps the order of the rest."""
+        n = self.length
+        keep = (self.frame[:n] == PROMPT_FRAME) | (self.frame[:n] >= frame)
+        if bool(keep.all()):
+            return
+        idx = keep.nonzero().squeeze(1)
+        m = idx.numel()
+        for buf in (*self.k, *self.v):
+            buf[:, :, :m] = buf[:, :, idx]
+        self.frame[:m] = self.frame[idx].clone()
+        self.seq[:m] = self.seq[idx].clone()
+        self.length = m
+
+    def clone(self, index: Tensor | None = None) -> KVCache:
+        """An independent copy; with `index`, of those batch rows only (e.g. the conditional half)."""
+        take = (lambda t: t.clone()) if index is None else (lambda t: t[index].clone())
+        new = KVCache.__new__(KVCache)
+        new.k, new.v = [take(t) for t in self.k], [take(t) for t in self.v]
+        new.frame, new.seq = self.frame.clone(), self.seq.clone()
+        new.length, new.total = self.length, self.total
+        return new
+
+
+@dataclass
+class DeepState:
+    """Everything the deep block needs to continue a video: cache, previous frame's u (skip prior), time."""
+
+    cache: KVCache
+    prev_u: Tensor | None = None  # (B, N, D) u of the last committed frame
+    next_frame: int = 0  # index of the next frame to add
+
+    def clone(self) -> DeepState:
+        prev = None if self.prev_u is None else self.prev_u.clone()
+        return DeepState(self.cache.clone(), prev, self.next_frame)
+
+    def select(self, index: Tensor) -> DeepState:
+        """A copy holding only the batch rows `index`."""
+        prev = None if self.prev_u is None else self.prev_u[index].clone()
+        return DeepState(self.cache.clone(index), prev, self.next_frame)

@@ -1,0 +1,134 @@
+"""Transformer pieces shared by every block: factorised rotary positions, attention with an external cache, MLP."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def rope_split(head_dim: int) -> tuple[int, int, int]:
+    """Head dims rotated by (time, row, column); each even, the remainder left unrotated."""
+    t = 2 * (head_dim // 8)
+    r = 2 * ((head_dim - t) // 4)
+    return t, r, r
+
+
+class Rotary(nn.Module):
+    """Rotary embeddings factorised over (time, row, column) positions.
+
+    Positions are float (n, 3); a token can opt out of the time rotation (its time dims are zeroed on keys),
+    which makes prompt tokens equally visible from every frame, whatever the absolute time.
+    """
+
+    def __init__(self, head_dim: int, base: float) -> None:
+        super().__init__()
+        self.split = rope_split(head_dim)
+        freqs = [base ** (-torch.arange(0, n, 2).float() / max(n, 1)) for n in self.split]
+        for name, f in zip(("f_t", "f_r", "f_c"), freqs, strict=True):
+            self.register_buffer(name, f, persistent=False)
+
+    def angles(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """pos (n, 3) → cos, sin (n, rotated_dims/2)."""
+        ang = torch.cat([pos[:, 0:1] * self.f_t, pos[:, 1:2] * self.f_r, pos[:, 2:3] * self.f_c], dim=-1)
+        return ang.cos(), ang.sin()
+
+    @staticmethod
+    def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """x (B, H, n, dh): rotate the first 2·cos.shape[-1] dims in adjacent pairs."""
+        k = 2 * cos.shape[-1]
+        xr, rest = x[..., :k], x[..., k:]
+        x1, x2 = xr[..., 0::2], xr[..., 1::2]
+        out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+        return torch.cat([out, rest], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+        kv: tuple[Tensor, Tensor, int] | None = None,
+        key_time_keep: Tensor | None = None,
+    ) -> Tensor:
+        """x (B, n, d) → (B, n, d).
+
+        rope: cos/sin for the n new tokens. mask: bool (n, m) or (B, 1, n, m), True = may attend, over the m keys
+        (cached keys first, then the n new ones). kv: (k_buf, v_buf, start) — the new keys are written into the
+        buffers at [start, start+n) and attention runs over [0, start+n). key_time_keep: (n,) 0/1 factor on the
+        time-rotated dims of the new keys (0 for prompt tokens).
+        """
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            cos, sin = rope
+            q, k = Rotary.apply(q, cos, sin), Rotary.apply(k, cos, sin)
+        if key_time_keep is not None:
+            t = 2 * (self.head_dim // 8)
+            k = torch.cat([k[..., :t] * key_time_keep[:, None], k[..., t:]], dim=-1)
+        if kv is not None:
+            k_buf, v_buf, start = kv
+            k_buf[:, :, start : start + n] = k
+            v_buf[:, :, start : start + n] = v
+            k, v = k_buf[:, :, : start + n], v_buf[:, :, : start + n]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, n, -1))
+
+
+class Layer(nn.Module):
+    """Pre-norm transformer layer: attention + 4× GELU MLP."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: Tensor, **attn_kwargs) -> Tensor:
+        x = x + self.attn(self.norm1(x), **attn_kwargs)
+        return x + self.mlp(self.norm2(x))
+
+
+class AffineHead(nn.Module):
+    """Final norm + zero-initialised linear → bounded (shift, log σ) in float32, so every block starts as identity.
+
+    σ = softplus(raw + 0.5413) (σ = 1 at raw = 0); shift and raw are soft-clipped as a·tanh(·/a).
+    """
+
+    SOFTPLUS_ONE = math.log(math.e - 1.0)
+
+    def __init__(self, width: int, dim: int, clip: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, 2 * dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+        self.clip = clip
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """h (..., width) → shift (..., dim), log_sigma (..., dim), both float32."""
+        raw = self.proj(self.norm(h)).float()
+        raw = self.clip * torch.tanh(raw / self.clip)
+        shift, s = raw.chunk(2, dim=-1)
+        log_sigma = torch.log(F.softplus(s + self.SOFTPLUS_ONE))
+        return shift, log_sigma
+
+
+def causal_mask(n: int, device: torch.device | None = None) -> Tensor:
+    """bool (n, n), True on and below the diagonal."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+def grid_positions(rows: int, cols: int) -> Tensor:
+    """(rows·cols, 2) float (row, col) of a raster-ordered grid."""
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack([r.flatten(), c.flatten()], dim=-1).float()

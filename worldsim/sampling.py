@@ -1,0 +1,153 @@
+"""Noise → data: exact sequential inversion (the reference) and Jacobi fixed-point inversion with a KV cache.
+
+Per new frame: invert the deep block (token by token, or Jacobi over whole frames / chunks warm-started from the
+previous frame), then the local blocks (per frame), giving the noisy tokens x̃_t that enter the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .model.cache import DeepState
+from .model.flow import LOG_2PI, FlowNet
+from .model.local import LocalBlock
+
+Method = Literal["jacobi", "sequential"]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    method: Method = "jacobi"
+    tol: float = 1e-4  # Jacobi stops when max |Δx| over a chunk falls below this
+    max_iter: int | None = None  # cap on Jacobi iterations per chunk (None: chunk length, which is exact)
+    chunk: int | None = None  # deep-block Jacobi chunk in tokens (None: the whole frame)
+    guidance: float = 0.0  # classifier-free guidance weight w (STARFlow's Gaussian rule); 0 = conditional
+    temperature: float = 1.0
+
+
+@dataclass
+class FrameSample:
+    u: Tensor  # (B, N, D) deep-block value of the new frame (enters the cache)
+    x: Tensor  # (B, N, D) noisy codec tokens x̃_t
+    log_prob: Tensor  # (B,) exact log p(x̃_t | past), conditional model
+    token_log_prob: Tensor  # (B, N)
+    h_end: Tensor  # (B, d) conditional end-of-frame state
+    iterations: int  # Jacobi iterations (deep block, summed over chunks) or N for sequential
+
+
+def guide(mu_c: Tensor, ls_c: Tensor, mu_u: Tensor, ls_u: Tensor, w: float) -> tuple[Tensor, Tensor]:
+    """STARFlow's Gaussian guidance: sample ∝ p_c^{1+w} / p_u^w for Gaussian conditionals.
+
+    s = clip(σ_c²/σ_u², 0, 1); σ̃ = σ_c / √(1+w−ws); μ̃ = μ_c + ws/(1+w−ws)·(μ_c − μ_u). Returns μ̃, log σ̃.
+    """
+    s = torch.exp(2 * (ls_c - ls_u)).clamp(0, 1)
+    denom = 1 + w - w * s
+    return mu_c + (w * s / denom) * (mu_c - mu_u), ls_c - 0.5 * torch.log(denom)
+
+
+def _affine(deep_params: tuple[Tensor, Tensor, Tensor], z: Tensor, w: float, b: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, log σ, h) of a possibly doubled [cond; uncond] batch → new values, cond mean, cond log σ."""
+    mu, ls, _ = deep_params
+    mu_c, ls_c = mu[:b], ls[:b]
+    if mu.shape[0] > b:
+        mu_g, ls_g = guide(mu_c, ls_c, mu[b:], ls[b:], w)
+    else:
+        mu_g, ls_g = mu_c, ls_c
+    return mu_g + torch.exp(ls_g) * z, mu_c, ls_c
+
+
+def _dup(x: Tensor, batch: int) -> Tensor:
+    return x if x.shape[0] == batch else torch.cat([x] * (batch // x.shape[0]))
+
+
+def invert_deep(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """Generate the next frame's u from noise z (B, N, D), appending it to `state`.
+
+    cond (B2, d) is the action embedding entering the frame, B2 = B or 2B ([cond; uncond] with guidance).
+    Returns u (B, N, D), cond-branch mean and log σ (B, N, D) at the final inputs, h_end (B, d), iterations.
+    """
+    deep, b, b2 = net.deep, z.shape[0], cond.shape[0]
+    n = deep.n_tokens
+    state.cache.evict_frames_before(state.next_frame - deep.window + 1)
+    u = (state.prev_u[:b].clone() if state.prev_u is not None else torch.zeros_like(z))  # video-aware warm start
+    mean, logs = torch.empty_like(z), torch.empty_like(z)
+    slots = lambda a, e: deep.segment_inputs(_dup(u, b2)[:, None], cond[:, None])[:, 0, a:e]
+    iters = 0
+    if s.method == "sequential":
+        for i in range(n):
+            p = deep.frame_params(state, slots(i, i + 1), i, commit=True)
+            u[:, i : i + 1], mean[:, i : i + 1], logs[:, i : i + 1] = _affine(p, z[:, i : i + 1], s.guidance, b)
+        iters = n
+        h = deep.frame_params(state, slots(n, n + 1), n, commit=True)[2]
+    else:
+        chunk = s.chunk or n
+        for a in range(0, n, chunk):
+            e = min(a + chunk, n)
+            cap = s.max_iter or (e - a)
+            for _ in range(cap):
+                new = _affine(deep.frame_params(state, slots(a, e), a, commit=False), z[:, a:e], s.guidance, b)[0]
+                delta = (new - u[:, a:e]).abs().max().item()
+                u[:, a:e] = new
+                iters += 1
+                if delta < s.tol:
+                    break
+            # commit pass at the converged inputs (the last chunk also runs slot N, for the heads)
+            last = e + 1 if e == n else e
+            p = deep.frame_params(state, slots(a, last), a, commit=True)
+            mean[:, a:e], logs[:, a:e] = p[0][:b], p[1][:b]
+            h = p[2]
+    state.prev_u = _dup(u, b2)
+    state.next_frame += 1
+    return u, mean, logs, h[:b, -1], iters
+
+
+def invert_block(block: LocalBlock, h: Tensor, s: SamplerSettings, init: Tensor | None = None) -> Tensor:
+    """Invert one shallow block: its output h (M, N, D) → its input, by Jacobi or token by token."""
+    zo = block.to_order(h)
+    xo = block.to_order(init).clone() if init is not None else zo.clone()
+    n = zo.shape[1]
+    if s.method == "sequential":
+        for i in range(n):
+            shift, ls = block.params(xo)
+            xo[:, i] = shift[:, i] + torch.exp(ls[:, i]) * zo[:, i]
+    else:
+        for _ in range(s.max_iter or n):
+            shift, ls = block.params(xo)
+            new = shift + torch.exp(ls) * zo
+            delta = (new - xo).abs().max().item()
+            xo = new
+            if delta < s.tol:
+                break
+    return block.to_order(xo)
+
+
+def invert_local(net: FlowNet, u: Tensor, s: SamplerSettings, init: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
+    """Invert the shallow blocks (and channel mix) of one frame: u (M, N, D) → codec tokens x (M, N, D).
+
+    init: per-block first guesses (the previous frame's values at each level: a video-aware warm start).
+    Returns x and the values at every level (for the next frame's warm start).
+    """
+    levels: list[Tensor] = []
+    h = u
+    for k in reversed(range(len(net.local))):
+        h = invert_block(net.local[k], h, s, None if init is None else init[k])
+        levels.insert(0, h)
+    if net.mix is not None:
+        h = net.mix.inverse(h)
+    return h, levels
+
+
+@torch.no_grad()
+def sample_frame(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings,
+                 local_init: list[Tensor] | None = None) -> tuple[FrameSample, list[Tensor]]:
+    """One new frame from noise z (B, N, D) (already scaled by the temperature), appended to `state`."""
+    u, mean, logs, h_end, iters = invert_deep(net, state, cond, z, s)
+    x, levels = invert_local(net, u, s, local_init)
+    _, ld_local = net.local_forward(x[:, None])
+    z_c = (u - mean) * torch.exp(-logs)
+    tok = -0.5 * (z_c.pow(2) + LOG_2PI).sum(-1) - logs.sum(-1) + ld_local[:, 0]
+    return FrameSample(u, x, tok.sum(-1), tok, h_end, iters), levels

@@ -1,0 +1,219 @@
+"""`Session`: the only stateful object — KV cache, generator, frame/action history — behind envs and bridges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .denoise import denoise
+from .errors import InvalidAction, SessionStateError
+from .frames import check_action, check_frames
+from .model.cache import DeepState
+from .sampling import SamplerSettings, sample_frame
+
+if TYPE_CHECKING:
+    from .world_model import WorldModel
+
+LN2 = float(np.log(2.0))
+
+
+@dataclass
+class StepResult:
+    """One generated frame. With batch_size=1 the fields are unbatched; otherwise they lead with B."""
+
+    frame: np.ndarray  # uint8 (H, W, 3) or (B, H, W, 3), the denoised frame
+    log_prob: np.ndarray | float  # nats, exact log p(x̃_t | past) of the sampled (noisy) tokens
+    bits_per_dim: np.ndarray | float
+    reward: np.ndarray | float
+    terminated: np.ndarray | bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    """A rollout in imagination. Create with `WorldModel.session(...)`; use as a context manager.
+
+    Args:
+        seed: seeds the session's generator (sampling noise and the noise added to observed frames).
+        batch_size: B parallel worlds in one forward pass; with B > 1 every call takes and returns a leading B.
+        sampler: "jacobi" (fast, default) or "sequential" (exact token-by-token reference).
+        guidance: classifier-free guidance weight on actions/prompt (0 = plain conditional sampling).
+        temperature: scale of the sampling noise z.
+        tol, max_iter, chunk: Jacobi tolerance (max |Δ|), iteration cap and chunk length in tokens.
+        denoise: "learned" (causal denoiser), "tweedie" (autograd through the flow), or "none".
+        strict_actions: reject actions outside the model's vocabulary (with a suggestion).
+        reward_fn: optional f(frame uint8 (H, W, 3), action str) -> float replacing the reward head.
+    """
+
+    def __init__(self, model: WorldModel, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi",
+                 guidance: float = 0.0, temperature: float = 1.0, tol: float = 1e-4, max_iter: int | None = None,
+                 chunk: int | None = None, denoise: str = "learned", strict_actions: bool = True,
+                 reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
+        if sampler not in ("jacobi", "sequential"):
+            raise ValueError(f"sampler must be 'jacobi' or 'sequential'; received {sampler!r}")
+        if denoise not in ("learned", "tweedie", "none"):
+            raise ValueError(f"denoise must be 'learned', 'tweedie' or 'none'; received {denoise!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1; received {batch_size}")
+        self.model, self.net, self.cfg = model, model.net, model.config
+        self.batch_size = batch_size
+        self.settings = SamplerSettings(sampler, tol, max_iter, chunk, guidance, temperature)
+        self.denoise_mode = denoise if (denoise != "learned" or self.net.denoiser is not None) else "tweedie"
+        self.strict_actions = strict_actions
+        self.reward_fn = reward_fn
+        self.generator = torch.Generator().manual_seed(seed)
+        self.state: DeepState | None = None
+        self.closed = False
+        self.frames: list[np.ndarray] = []  # (B, H, W, 3) per step, as shown to the user
+        self.actions: list[list[str | None]] = []  # B actions per transition
+        self._x_prev: torch.Tensor | None = None  # noisy tokens of the last frame (B, N, D)
+        self._levels: list[torch.Tensor] | None = None  # local-block values of the last frame (warm start)
+
+    # ----- helpers ------------------------------------------------------------------------------------------
+    @property
+    def guided(self) -> bool:
+        return self.settings.guidance > 0
+
+    def _check_open(self, need_reset: bool) -> None:
+        if self.closed:
+            raise SessionStateError("this session is closed; open a new one with WorldModel.session(...).")
+        if need_reset and self.state is None:
+            raise SessionStateError(
+                "step/observe called before reset; call session.reset(frames=...) or reset(prompt=...) first."
+            )
+
+    def _batch(self, value: Any, what: str) -> list:
+        if self.batch_size == 1:
+            return [value]
+        if not isinstance(value, (list, tuple)) or len(value) != self.batch_size:
+            got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+            raise InvalidAction(f"{what}: this session has batch_size={self.batch_size}; expected a list of "
+                                f"{self.batch_size} values, received {got}.")
+        return list(value)
+
+    def _unbatch(self, x: np.ndarray) -> Any:
+        return x[0].item() if self.batch_size == 1 and x.ndim == 1 else (x[0] if self.batch_size == 1 else x)
+
+    def _cond(self, actions: list[str | None]) -> torch.Tensor:
+        """Action embeddings (B, d), doubled to [cond; null] (2B, d) when guided."""
+        emb = self.net.action_embeddings([[a] for a in actions])[:, 0]
+        if self.guided:
+            emb = torch.cat([emb, self.net.text.null_action.expand_as(emb)])
+        return emb
+
+    def _dup(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x]) if self.guided else x
+
+    def _actions(self, action: Any) -> list[str]:
+        vocab = self.model.vocabulary
+        return [check_action(a, vocab, self.strict_actions) for a in self._batch(action, "action")]
+
+    # ----- public API ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset(self, frames: np.ndarray | None = None, prompt: str | Sequence[str] | None = None,
+              actions: Sequence | None = None) -> np.ndarray:
+        """Start a rollout from real frames (uint8 (t0, H, W, 3), or (B, t0, H, W, 3)), or imagine frame 0 from a
+        text prompt. `actions` optionally gives the t0-1 actions between the given frames. Returns the last frame."""
+        self._check_open(need_reset=False)
+        if frames is None and prompt is None:
+            raise SessionStateError("reset needs frames=... (real first frames) or prompt=... (imagine frame 0).")
+        prompts = self._batch(prompt, "prompt") if prompt is not None else [None] * self.batch_size
+        emb = self.net.prompt_embeddings(prompts)
+        if self.guided:
+            emb = torch.cat([emb, self.net.text.null_prompt.expand_as(emb)])
+        self.state = self.net.new_state(emb, frames_hint=self.cfg.deep.window)
+        self.frames, self.actions, self._x_prev, self._levels = [], [], None, None
+        if frames is None:
+            start = self.net.deep.start.expand(self.batch_size * (2 if self.guided else 1), -1)
+            self._generate(start, [None] * self.batch_size, record_action=False)
+            return self._unbatch(self.frames[-1])
+        layout = (4,) if self.batch_size == 1 else (5,)
+        frames = check_frames(frames, self.cfg.height, self.cfg.width, "frames", ndim=layout)
+        clips = frames[None] if self.batch_size == 1 else frames
+        acts = actions if actions is not None else [None] * (clips.shape[1] - 1)
+        for i in range(clips.shape[1]):
+            self._observe(clips[:, i], None if i == 0 else self._batch(acts[i - 1], "actions"), first=i == 0)
+        return self._unbatch(self.frames[-1])
+
+    @torch.no_grad()
+    def step(self, action: str | Sequence[str]) -> StepResult:
+        """Imagine the next frame after `action` (a text action, or B of them)."""
+        self._check_open(need_reset=True)
+        acts = self._actions(action)
+        return self._generate(self._cond(acts), acts, record_action=True)
+
+    @torch.no_grad()
+    def observe(self, frame: np.ndarray, action: str | Sequence[str] | None = None) -> np.ndarray | float:
+        """Condition on a real frame (uint8 (H, W, 3) or (B, H, W, 3)) reached by `action`; returns its
+        log-likelihood (nats; of the σ-noised tokens that enter the context)."""
+        self._check_open(need_reset=True)
+        frame = check_frames(frame, self.cfg.height, self.cfg.width, "frame", ndim=(3,) if self.batch_size == 1 else (4,))
+        acts = self._actions(action) if action is not None else None
+        return self._unbatch(self._observe(frame if self.batch_size > 1 else frame[None], acts, first=False))
+
+    def fork(self, seed: int | None = None) -> Session:
+        """An independent copy (cache, generator, history). seed=None continues the parent's generator state."""
+        self._check_open(need_reset=False)
+        child = Session.__new__(Session)
+        child.__dict__.update(self.__dict__)
+        child.generator = torch.Generator()
+        if seed is None:
+            child.generator.set_state(self.generator.get_state())
+        else:
+            child.generator.manual_seed(seed)
+        child.state = None if self.state is None else self.state.clone()
+        child.frames, child.actions = list(self.frames), [list(a) for a in self.actions]
+        child.settings = replace(self.settings)
+        return child
+
+    def close(self) -> None:
+        self.closed, self.state = True, None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def history(self) -> np.ndarray:
+        """Frames so far: uint8 (T, H, W, 3), or (B, T, H, W, 3) with batch_size > 1."""
+        h = np.stack(self.frames, axis=1)
+        return h[0] if self.batch_size == 1 else h
+
+    # ----- internals ----------------------------------------------------------------------------------------
+    def _observe(self, frame: np.ndarray, acts: list[str] | None, first: bool) -> np.ndarray:
+        net, b = self.net, self.batch_size
+        x = net.encode_frames(torch.from_numpy(np.ascontiguousarray(frame))[:, None])[:, 0]
+        x = x + self.cfg.noise_std * torch.randn(x.shape, generator=self.generator)
+        cond = self.net.deep.start.expand(b * (2 if self.guided else 1), -1) if first else self._cond(
+            acts if acts is not None else [None] * b)
+        out = net(self._dup(x)[:, None], cond[:, None], self.state)
+        self._x_prev, self._levels = x, None
+        self.frames.append(np.array(frame))
+        if not first:
+            self.actions.append(list(acts) if acts is not None else [None] * b)
+        return out.log_prob[:b, 0].numpy()
+
+    def _generate(self, cond: torch.Tensor, acts: list[str | None], record_action: bool) -> StepResult:
+        net, b, s = self.net, self.batch_size, self.settings
+        z = s.temperature * torch.randn(b, self.cfg.tokens_per_frame, self.cfg.token_dim, generator=self.generator)
+        before = self.state.clone() if self.denoise_mode == "tweedie" else None
+        sample, self._levels = sample_frame(net, self.state, cond, z, s, self._levels)
+        x_hat = denoise(net, sample.x, self._x_prev, before, cond[:b], self.denoise_mode)
+        self._x_prev = sample.x
+        frames = net.decode_tokens(x_hat[:, None])[:, 0].numpy()
+        reward, term = (t.numpy() for t in net.deep.heads(sample.h_end))
+        if self.reward_fn is not None:
+            reward = np.array([self.reward_fn(f, a) for f, a in zip(frames, acts, strict=True)], dtype=np.float32)
+        self.frames.append(frames)
+        if record_action:
+            self.actions.append(list(acts))
+        lp = sample.log_prob.numpy()
+        bpd = -lp / (net.dims_per_frame * LN2)
+        return StepResult(self._unbatch(frames), self._unbatch(lp), self._unbatch(bpd), self._unbatch(reward),
+                          self._unbatch(term > 0.5), {"iterations": sample.iterations,
+                                                      "likelihood_space": self.cfg.likelihood_space})

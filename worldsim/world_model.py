@@ -1,0 +1,146 @@
+"""`WorldModel`: a loaded network plus its config; makes sessions and scores clips with exact likelihoods."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .config import ModelConfig, preset
+from .errors import CheckpointError, suggest
+from .frames import check_action, check_action_count, check_frames
+from .model.flow import FlowNet
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+LN2 = float(np.log(2.0))
+
+
+def bundled_models() -> list[str]:
+    """Names of the checkpoints shipped inside the package."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+@dataclass
+class ScoreReport:
+    """Exact per-frame log-likelihoods of a clip (or batch of clips).
+
+    log_prob: (T,) or (B, T) nats, log p(x_t | x_<t, a_<t, prompt) of frame t's tokens; bits_per_dim: the same
+    as −log p / (dims · ln 2). It is a density of `space` ("pixels" in [-1, 1] units, or "latents"): comparable
+    across frames and clips of one model, not across models with different codecs.
+    token_log_prob: (T, N) or (B, T, N) per-token terms (they sum to log_prob): where in the frame the surprise is.
+    """
+
+    log_prob: np.ndarray
+    bits_per_dim: np.ndarray
+    token_log_prob: np.ndarray
+    space: str
+    dims_per_frame: int
+    noise_draws: int
+
+
+class WorldModel:
+    """A world model: `score` clips, open a stateful `session` to imagine futures."""
+
+    def __init__(self, net: FlowNet, meta: dict[str, Any] | None = None) -> None:
+        self.net = net.eval()
+        self.config: ModelConfig = net.cfg
+        self.meta = dict(meta or {})
+
+    # ----- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: str | ModelConfig, seed: int = 0) -> WorldModel:
+        """A freshly initialised model from a preset name ('tiny', 'small', …) or a ModelConfig."""
+        cfg = preset(config) if isinstance(config, str) else config
+        torch.manual_seed(seed)
+        return cls(FlowNet(cfg), meta={"trained": False, "init_seed": seed})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike) -> WorldModel:
+        """Load a bundled model by name (e.g. 'pushworld-64') or a checkpoint directory."""
+        path = Path(name_or_path)
+        if not path.exists() and isinstance(name_or_path, str) and os.sep not in name_or_path:
+            if name_or_path not in bundled_models():
+                raise CheckpointError(
+                    f"no bundled model or checkpoint directory named {name_or_path!r}; bundled models: "
+                    f"{bundled_models() or 'none'}.{suggest(name_or_path, bundled_models())} "
+                    "Fix: pass a bundled name or the path of a directory written by WorldModel.save."
+                )
+            path = PRETRAINED_DIR / name_or_path
+        config, state, meta = load_checkpoint(path)
+        net = FlowNet(config)
+        load_weights(net, state, str(path))
+        return cls(net, meta)
+
+    def save(self, path: str | os.PathLike, half: bool = False) -> Path:
+        """Write config.json, model.safetensors and meta.json into the directory `path` (atomically)."""
+        return save_checkpoint(path, self.config, self.net.state_dict(), self.meta, half=half)
+
+    # ----- likelihood ---------------------------------------------------------------------------------------
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        return self.config.actions
+
+    def _clips(self, clip: np.ndarray, actions, prompt):
+        clip = check_frames(clip, self.config.height, self.config.width, "clip")
+        batched = clip.ndim == 5
+        clips = clip if batched else clip[None]
+        b, t = clips.shape[:2]
+        if actions is None:
+            rows = [[None] * (t - 1) for _ in range(b)]
+        else:
+            rows = actions if batched else [actions]
+            if batched and len(rows) != b:
+                check_action_count(rows, b + 1, "actions (one list per clip)")
+            for row in rows:
+                check_action_count(row, t)
+                for a in row:
+                    check_action(a, self.vocabulary, strict=False)
+        prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt] * b
+        return clips, rows, prompts, batched
+
+    @torch.no_grad()
+    def score(self, clip: np.ndarray, actions: list | None = None, prompt: str | list[str] | None = None,
+              noise_draws: int = 0, seed: int = 0) -> ScoreReport:
+        """Exact per-frame log-likelihood of a clip in one parallel pass.
+
+        Args:
+            clip: uint8 (T, H, W, 3) or (B, T, H, W, 3).
+            actions: T-1 text actions (or B lists); None scores without actions (null embedding).
+            prompt: an optional scene prompt (or B prompts).
+            noise_draws: 0 (default) evaluates the density at the clean tokens, deterministic; k > 0 averages
+                the log-likelihood over k seeded draws of the training noise σ.
+        """
+        clips, rows, prompts, batched = self._clips(clip, actions, prompt)
+        net = self.net
+        b, t = clips.shape[:2]
+        x = net.encode_frames(torch.from_numpy(np.ascontiguousarray(clips)))
+        cond = net.frame_conditions(net.action_embeddings(rows) if t > 1 else None, b, t, 0)
+        prompt_emb = net.prompt_embeddings(prompts)
+        gen = torch.Generator().manual_seed(seed)
+        draws = [x] if noise_draws <= 0 else [
+            x + self.config.noise_std * torch.randn(x.shape, generator=gen) for _ in range(noise_draws)]
+        outs = [net(xi, cond, net.new_state(prompt_emb, frames_hint=t)) for xi in draws]
+        lp = torch.stack([o.log_prob for o in outs]).mean(0).numpy()
+        tok = torch.stack([o.token_log_prob for o in outs]).mean(0).numpy()
+        bpd = -lp / (net.dims_per_frame * LN2)
+        if not batched:
+            lp, bpd, tok = lp[0], bpd[0], tok[0]
+        return ScoreReport(lp, bpd, tok, self.config.likelihood_space, net.dims_per_frame, max(noise_draws, 0))
+
+    def session(self, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi", **settings: Any):
+        """A stateful session (see `worldsim.session.Session` for the settings)."""
+        from .session import Session
+
+        return Session(self, seed=seed, batch_size=batch_size, sampler=sampler, **settings)
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.net.parameters())
+        return (f"WorldModel({self.config.name!r}, {self.config.height}×{self.config.width}, "
+                f"{n / 1e6:.2f}M params, likelihood over {self.config.likelihood_space})")
