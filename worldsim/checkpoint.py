@@ -66,7 +66,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
         raw = json.loads((path / "config.json").read_text())
         meta = json.loads((path / "meta.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: config.json or meta.json is not valid JSON ({exc}).") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: config.json or meta.json is not valid JSON ({exc})."
+        ) from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if version != FORMAT_VERSION:
         raise CheckpointError(

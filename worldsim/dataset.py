@@ -1,4 +1,4 @@
-"""Dataset format: a directory with `dataset.json` plus one compressed `.npz` per episode; writer and loader."""
+"""Dataset format (a directory: `dataset.json` + one compressed `.npz` per episode), writer and loader."""
 
 from __future__ import annotations
 
@@ -84,15 +84,15 @@ def check_episode(frames: np.ndarray, actions: Sequence[str], rewards: np.ndarra
     h, w = frame_size
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
         raise DatasetError(f"{where}: frames have shape {frames.shape} and dtype {frames.dtype}; expected "
-                           f"(T+1, {h}, {w}, 3) uint8 as the manifest says. Re-record or re-import the episode "
-                           f"(resize frames to {h}×{w}).")
+                           f"(T+1, {h}, {w}, 3) uint8 as the manifest says. Re-record or re-import the "
+                           f"episode (resize frames to {h}×{w}).")
     if len(frames) < 1:
         raise DatasetError(f"{where}: the episode has no frames; expected at least the reset frame.")
     t = len(frames) - 1
     for name, values in (("actions", actions), ("rewards", rewards), ("terminated", terminated)):
         if len(values) != t:
-            raise DatasetError(f"{where}: {len(values)} {name} for {len(frames)} frames; expected frames-1 = {t} "
-                               f"(one per transition). Re-record the episode.")
+            raise DatasetError(f"{where}: {len(values)} {name} for {len(frames)} frames; expected "
+                               f"frames-1 = {t} (one per transition). Re-record the episode.")
 
 
 class DatasetWriter:
@@ -147,7 +147,8 @@ class DatasetWriter:
         name = f"ep_{len(self.episodes):06d}.npz"
         check_episode(frames, actions, rewards, terminated, (self.height, self.width), f"episode {name}")
         arrays = {"frames": frames, "actions": np.array(actions, dtype=np.str_).reshape(len(actions)),
-                  "rewards": rewards, "terminated": terminated, "caption": np.array(str(caption), dtype=np.str_)}
+                  "rewards": rewards, "terminated": terminated,
+                  "caption": np.array(str(caption), dtype=np.str_)}  # unicode arrays: no pickle needed
         path = self.path / name
         _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
         self.vocabulary.extend(a for a in dict.fromkeys(actions) if a not in self.vocabulary)
@@ -159,8 +160,8 @@ class DatasetWriter:
         if self.closed:
             return self.path
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "height": self.height,
-                    "width": self.width, "fps": self.fps, "actions": self.vocabulary, "episodes": self.episodes,
-                    "episode_count": len(self.episodes),
+                    "width": self.width, "fps": self.fps, "actions": self.vocabulary,
+                    "episodes": self.episodes, "episode_count": len(self.episodes),
                     "frame_count": sum(e["frames"] for e in self.episodes), "source": self.source}
         text = json.dumps(manifest, indent=2).encode()
         _atomic_write(self.path / MANIFEST, lambda f: f.write(text))
@@ -178,8 +179,8 @@ class DatasetWriter:
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     if not path.is_dir():
-        raise DatasetError(f"dataset directory {path} does not exist (or is not a directory); check the path or "
-                           f"create a dataset with `worldsim record` or worldsim.record.record_dataset.")
+        raise DatasetError(f"dataset directory {path} does not exist (or is not a directory); check the "
+                           f"path, or create a dataset with `worldsim record`.")
     file = path / MANIFEST
     if not file.is_file():
         raise DatasetError(f"{file} is missing: {path} is not a worldsim dataset. Record one with "
@@ -187,21 +188,26 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"could not parse {file}: {e}. The manifest is damaged; re-record the dataset.") from e
+        raise DatasetError(f"could not parse {file}: {e}. The manifest is damaged; re-record the "
+                           f"dataset.") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise DatasetError(f"{file} has format {got!r}; expected {FORMAT!r}. This is not a worldsim dataset.")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(f"{file} has format_version {manifest.get('format_version')!r}; this worldsim reads "
-                           f"version {FORMAT_VERSION}. Re-record the dataset or use a matching worldsim version.")
+        raise DatasetError(f"{file} has format_version {manifest.get('format_version')!r}; this worldsim "
+                           f"reads version {FORMAT_VERSION}. Re-record the dataset or use a "
+                           f"matching worldsim version.")
     for key in ("height", "width", "fps", "actions", "episodes"):
         if key not in manifest:
-            raise DatasetError(f"{file} lacks the key {key!r}; the manifest is incomplete. Re-record the dataset.")
+            raise DatasetError(f"{file} lacks the key {key!r}; the manifest is incomplete. Re-record the "
+                               f"dataset.")
     episodes = manifest["episodes"]
     if not isinstance(episodes, list) or not all(isinstance(e, dict) and "file" in e and "frames" in e
                                                   for e in episodes):
-        raise DatasetError(f"{file}: 'episodes' must be a list of {{'file', 'frames'}} entries. Re-record it.")
-    for key, expected in (("episode_count", len(episodes)), ("frame_count", sum(e["frames"] for e in episodes))):
+        raise DatasetError(f"{file}: 'episodes' must be a list of {{'file', 'frames'}} entries. "
+                           f"Re-record the dataset.")
+    totals = (("episode_count", len(episodes)), ("frame_count", sum(e["frames"] for e in episodes)))
+    for key, expected in totals:
         if key in manifest and manifest[key] != expected:
             raise DatasetError(f"{file}: {key} is {manifest[key]} but the episode list gives {expected}; "
                                f"the manifest is inconsistent. Re-record the dataset.")
@@ -225,8 +231,8 @@ class Dataset:
         for entry in self.manifest["episodes"]:
             file = self.path / entry["file"]
             if not file.is_file():
-                raise DatasetError(f"episode file {file} listed in {self.path / MANIFEST} is missing; restore it "
-                                   f"or re-record the dataset.")
+                raise DatasetError(f"episode file {file} listed in {self.path / MANIFEST} is missing; "
+                                   f"restore it or re-record the dataset.")
 
     def __len__(self) -> int:
         return len(self.manifest["episodes"])
@@ -277,25 +283,26 @@ class Dataset:
             with np.load(file, allow_pickle=False) as npz:
                 missing = [k for k in EPISODE_KEYS if k not in npz.files]
                 if missing:
-                    raise DatasetError(f"{file} lacks the key(s) {missing}; an episode needs {list(EPISODE_KEYS)}. "
-                                       f"Re-record the episode.")
+                    raise DatasetError(f"{file} lacks the key(s) {missing}; an episode needs "
+                                       f"{list(EPISODE_KEYS)}. Re-record the episode.")
                 arrays = {k: npz[k] for k in EPISODE_KEYS}
         except DatasetError:
             raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise DatasetError(f"could not read {file}: {e}. The file is corrupt or truncated; re-record it.") from e
+            raise DatasetError(f"could not read {file}: {e}. The file is corrupt or truncated; "
+                               f"re-record it.") from e
         frames = arrays["frames"]
         actions = arrays["actions"]
         if actions.dtype.kind != "U" or actions.ndim != 1:
-            raise DatasetError(f"{file}: actions have dtype {actions.dtype} and shape {actions.shape}; expected a "
-                               f"1-d unicode array of phrases. Re-record the episode.")
+            raise DatasetError(f"{file}: actions have dtype {actions.dtype} and shape {actions.shape}; "
+                               f"expected a 1-d unicode array of phrases. Re-record the episode.")
         check_episode(frames, actions, arrays["rewards"], arrays["terminated"], self.frame_size, str(file))
         if len(frames) != entry["frames"]:
-            raise DatasetError(f"{file} has {len(frames)} frames but {self.path / MANIFEST} says {entry['frames']}; "
-                               f"the manifest and episode disagree. Re-record the dataset.")
+            raise DatasetError(f"{file} has {len(frames)} frames but {self.path / MANIFEST} says "
+                               f"{entry['frames']}; manifest and episode disagree. Re-record the dataset.")
         return Episode(frames=frames, actions=[str(a) for a in actions],
-                       rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"].astype(bool),
-                       caption=str(arrays["caption"]))
+                       rewards=arrays["rewards"].astype(np.float32),
+                       terminated=arrays["terminated"].astype(bool), caption=str(arrays["caption"]))
 
     def sample_windows(self, n: int, length: int, rng: np.random.Generator,
                        episodes: Sequence[int] | None = None) -> Windows:
@@ -325,12 +332,13 @@ class Dataset:
         picks = rng.choice(len(pool), size=n, p=counts / counts.sum())
         starts = rng.integers(0, counts[picks])
         chosen = [pool[p] for p in picks]
-        eps = [self.episode(i) for i in chosen]
+        pairs = [(self.episode(i), int(s)) for i, s in zip(chosen, starts, strict=True)]
+        eps = [e for e, _ in pairs]
         return Windows(
-            frames=np.stack([e.frames[s:s + length] for e, s in zip(eps, starts)]),
-            actions=[e.actions[s:s + length - 1] for e, s in zip(eps, starts)],
-            rewards=np.stack([e.rewards[s:s + length - 1] for e, s in zip(eps, starts)]),
-            terminated=np.stack([e.terminated[s:s + length - 1] for e, s in zip(eps, starts)]),
+            frames=np.stack([e.frames[s:s + length] for e, s in pairs]),
+            actions=[e.actions[s:s + length - 1] for e, s in pairs],
+            rewards=np.stack([e.rewards[s:s + length - 1] for e, s in pairs]),
+            terminated=np.stack([e.terminated[s:s + length - 1] for e, s in pairs]),
             captions=[e.caption for e in eps],
             episodes=np.array(chosen, np.int64), starts=starts.astype(np.int64))
 

@@ -9,7 +9,9 @@ import numpy as np
 from .errors import InvalidAction, InvalidFrames, suggest
 
 
-def check_frames(frames: object, height: int, width: int, what: str = "frames", ndim: tuple[int, ...] = (4, 5)) -> np.ndarray:
+def check_frames(
+    frames: object, height: int, width: int, what: str = "frames", ndim: tuple[int, ...] = (4, 5)
+) -> np.ndarray:
     """Return `frames` as a uint8 array of shape (..., height, width, 3) with ndim in `ndim`, or raise InvalidFrames.
 
     Expected layouts: a frame (H, W, 3), a clip (T, H, W, 3), a batch of clips (B, T, H, W, 3).

@@ -26,7 +26,10 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
 class Policy(Protocol):
-    """A data policy: `policy(env, obs, info, rng) -> action`, and `reset()` between episodes."""
+    """A data policy: `policy(env, obs, info, rng) -> action`, and `reset()` between episodes.
+
+    A plain function `(env, obs, info, rng) -> action` works too (it gets no reset call).
+    """
 
     def __call__(self, env: gym.Env, obs: Any, info: dict[str, Any], rng: np.random.Generator) -> Any: ...
 
@@ -73,7 +76,8 @@ class PushWorldPolicy:
         if self.mode is None:
             self.seek_only = bool(rng.random() < self.seek_only_fraction)
         if self.left <= 0:
-            self.mode = "seek" if self.seek_only else str(rng.choice(["seek", "random", "idle"], p=[0.5, 0.35, 0.15]))
+            mixed = str(rng.choice(["seek", "random", "idle"], p=[0.5, 0.35, 0.15]))
+            self.mode = "seek" if self.seek_only else mixed
             low, high = {"seek": (15, 60), "random": (5, 25), "idle": (2, 8)}[self.mode]
             self.left = 10**9 if self.seek_only else int(rng.integers(low, high))
         self.left -= 1
@@ -181,7 +185,8 @@ def action_to_text(env: gym.Env, action: Any, action_texts: Sequence[str] | None
     if action_texts is not None:
         i = int(action) - int(getattr(space, "start", 0))
         if not 0 <= i < len(action_texts):
-            raise WorldSimError(f"action {action!r} has no entry in action_texts ({len(action_texts)} phrases).")
+            raise WorldSimError(f"action {action!r} has no entry in action_texts "
+                                f"({len(action_texts)} phrases); give one phrase per action.")
         return action_texts[i]
     own = getattr(env.unwrapped, "action_text", None)
     if callable(own):
@@ -246,6 +251,8 @@ def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | o
         if env.render_mode != "rgb_array":
             raise WorldSimError(f"env {env_id} has render_mode={env.render_mode!r}; recording needs frames, "
                                 f"make it with render_mode='rgb_array'.")
+    if max_steps is not None and max_steps < 1:
+        raise WorldSimError(f"max_steps must be >= 1 (or None for the env's time limit), got {max_steps}.")
     pol, policy_name = make_policy(policy, env)
     limit = max_steps or (env.spec.max_episode_steps if env.spec is not None else None) or DEFAULT_MAX_STEPS
     rng = np.random.default_rng(seed)
@@ -255,7 +262,8 @@ def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | o
     try:
         for i in range(episodes):
             obs, info = env.reset(seed=seed + i)
-            pol.reset()
+            if callable(getattr(pol, "reset", None)):  # plain functions are policies too
+                pol.reset()
             frames, actions, rewards, terms = [_frame(env)], [], [], []
             caption = str(info.get("caption", ""))
             for _ in range(limit):
@@ -279,6 +287,7 @@ def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | o
             env.close()
     if writer is None:
         raise WorldSimError(f"record_dataset needs episodes >= 1, got {episodes}.")
+    logger.info("recorded %d episodes of %s with the %r policy", episodes, env_id, policy_name)
     return writer.close()
 
 
@@ -316,8 +325,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise DatasetError(f"{path}:{n}: not valid JSON ({e}).") from e
         if not isinstance(row, dict) or not isinstance(row.get("video"), str) or \
                 not isinstance(row.get("actions"), list):
-            raise DatasetError(f'{path}:{n}: expected {{"video": "name.mp4", "actions": [...], "caption": "..."}}, '
-                               f"got {line[:80]!r}.")
+            raise DatasetError(f'{path}:{n}: expected {{"video": "name.mp4", "actions": [...], '
+                               f'"caption": "..."}}, got {line[:80]!r}.')
         rows.append(row)
     return rows
 
@@ -377,4 +386,5 @@ def import_videos(video_dir: str | os.PathLike, actions_jsonl: str | os.PathLike
         writer.add_episode(frames, [str(a) for a in row["actions"]], row.get("rewards", [0.0] * t),
                            row.get("terminated", [False] * t), str(row.get("caption", "")))
     assert writer is not None
+    logger.info("imported %d videos from %s", len(rows), video_dir)
     return writer.close()

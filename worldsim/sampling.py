@@ -64,7 +64,9 @@ def _dup(x: Tensor, batch: int) -> Tensor:
     return x if x.shape[0] == batch else torch.cat([x] * (batch // x.shape[0]))
 
 
-def invert_deep(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+def invert_deep(
+    net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """Generate the next frame's u from noise z (B, N, D), appending it to `state`.
 
     cond (B2, d) is the action embedding entering the frame, B2 = B or 2B ([cond; uncond] with guidance).
@@ -125,7 +127,9 @@ def invert_block(block: LocalBlock, h: Tensor, s: SamplerSettings, init: Tensor 
     return block.to_order(xo)
 
 
-def invert_local(net: FlowNet, u: Tensor, s: SamplerSettings, init: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
+def invert_local(
+    net: FlowNet, u: Tensor, s: SamplerSettings, init: list[Tensor] | None = None
+) -> tuple[Tensor, list[Tensor]]:
     """Invert the shallow blocks (and channel mix) of one frame: u (M, N, D) → codec tokens x (M, N, D).
 
     init: per-block first guesses (the previous frame's values at each level: a video-aware warm start).

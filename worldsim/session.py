@@ -150,7 +150,8 @@ class Session:
         """Condition on a real frame (uint8 (H, W, 3) or (B, H, W, 3)) reached by `action`; returns its
         log-likelihood (nats; of the σ-noised tokens that enter the context)."""
         self._check_open(need_reset=True)
-        frame = check_frames(frame, self.cfg.height, self.cfg.width, "frame", ndim=(3,) if self.batch_size == 1 else (4,))
+        layout = (3,) if self.batch_size == 1 else (4,)
+        frame = check_frames(frame, self.cfg.height, self.cfg.width, "frame", ndim=layout)
         acts = self._actions(action) if action is not None else None
         return self._unbatch(self._observe(frame if self.batch_size > 1 else frame[None], acts, first=False))
 

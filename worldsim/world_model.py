@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import ModelConfig, preset
-from .errors import CheckpointError, suggest
+from .errors import CheckpointError, InvalidAction, suggest
 from .frames import check_action, check_action_count, check_frames
 from .model.flow import FlowNet
 
@@ -97,7 +97,10 @@ class WorldModel:
         else:
             rows = actions if batched else [actions]
             if batched and len(rows) != b:
-                check_action_count(rows, b + 1, "actions (one list per clip)")
+                raise InvalidAction(
+                    f"actions, one list per clip: received {len(rows)} lists for a batch of {b} clips. "
+                    "Fix: pass actions=[[...], ...] with one list of T-1 actions per clip."
+                )
             for row in rows:
                 check_action_count(row, t)
                 for a in row:

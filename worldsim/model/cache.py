@@ -50,9 +50,17 @@ class KVCache:
         self.frame = torch.cat([self.frame, self.frame.new_full((grow,), PROMPT_FRAME)])
         self.seq = torch.cat([self.seq, self.seq.new_zeros(grow)])
 
-    def layer(self, i: int) -> tuple[Tensor, Tensor, int]:
-        """(k_buf, v_buf, start) for Attention: new keys go at the committed length."""
-        return self.k[i], self.v[i], self.length
+    def write(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Put layer i's new keys/values (B, heads, n, head_dim) after the committed length; return all keys and
+        values an attention call sees. In place without autograd; out of place when gradients flow."""
+        start, n = self.length, k.shape[2]
+        if torch.is_grad_enabled() and (k.requires_grad or self.k[i].requires_grad):
+            put = lambda buf, new: torch.cat([buf[:, :, :start], new, buf[:, :, start + n :]], dim=2)
+            self.k[i], self.v[i] = put(self.k[i], k), put(self.v[i], v)
+        else:
+            self.k[i][:, :, start : start + n] = k
+            self.v[i][:, :, start : start + n] = v
+        return self.k[i][:, :, : start + n], self.v[i][:, :, : start + n]
 
     def key_meta(self, new_frame: Tensor, new_seq: Tensor) -> tuple[Tensor, Tensor]:
         """Frame and sequence index of every key an attention call will see (cached, then new)."""

@@ -83,7 +83,7 @@ class DeepBlock(nn.Module):
             mask = None
         rope = self.rotary.angles(pos)
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope=rope, mask=mask, kv=cache.layer(i), key_time_keep=time_keep)
+            x = layer(x, rope=rope, mask=mask, kv=(cache, i), key_time_keep=time_keep)
         if commit:
             cache.commit(frame, seq)
         return self.norm(x)
@@ -131,7 +131,9 @@ class DeepBlock(nn.Module):
         state.next_frame += t
         return z, -log_sigma.sum(-1), h[:, :, n]
 
-    def frame_params(self, state: DeepState, slots: Tensor, first_slot: int, commit: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def frame_params(
+        self, state: DeepState, slots: Tensor, first_slot: int, commit: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Parameters for the tokens predicted by slots [first_slot, first_slot+n) of the next frame.
 
         slots (B, n, d). Returns mean (skip prior included), log σ, both (B, n', D) for the n' slots that

@@ -60,20 +60,20 @@ class FlowNet(nn.Module):
 
     # ----- conditioning -------------------------------------------------------------------------------------
     def action_embeddings(self, actions: list[list[str | None]]) -> Tensor:
-        """B lists of T texts (None = no action / unknown) → (B, T, d); each distinct text encoded once."""
+        """B lists of T texts (None = no action / unknown) → (B, T, d).
+
+        Each distinct text is encoded once, on its own, so its embedding never depends on the other texts.
+        """
         unique = sorted({a for row in actions for a in row if a is not None})
-        table = dict(zip(unique, self.text.actions(unique), strict=True)) if unique else {}
+        table = {a: self.text.actions([a])[0] for a in unique}
         rows = [torch.stack([table[a] if a is not None else self.text.null_action for a in row])
                 if row else self.text.null_action.new_zeros(0, self.text.null_action.shape[0]) for row in actions]
         return torch.stack(rows)
 
     def prompt_embeddings(self, prompts: list[str | None]) -> Tensor:
         """B prompts (None = no prompt) → (B, P, d)."""
-        out = self.text.null_prompt.expand(len(prompts), -1, -1).clone()
-        idx = [i for i, p in enumerate(prompts) if p is not None]
-        if idx:
-            out[idx] = self.text.prompts([prompts[i] for i in idx])
-        return out
+        table = {p: self.text.prompts([p])[0] for p in sorted({p for p in prompts if p is not None})}
+        return torch.stack([table[p] if p is not None else self.text.null_prompt for p in prompts])
 
     def frame_conditions(self, act: Tensor | None, batch: int, frames: int, first_frame: int) -> Tensor:
         """Action embedding entering each of `frames` frames (B, T, d): the action before it, or the learned

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .cache import KVCache
 
 
 def rope_split(head_dim: int) -> tuple[int, int, int]:
@@ -57,14 +61,14 @@ class Attention(nn.Module):
         x: Tensor,
         rope: tuple[Tensor, Tensor] | None = None,
         mask: Tensor | None = None,
-        kv: tuple[Tensor, Tensor, int] | None = None,
+        kv: tuple[KVCache, int] | None = None,
         key_time_keep: Tensor | None = None,
     ) -> Tensor:
         """x (B, n, d) → (B, n, d).
 
         rope: cos/sin for the n new tokens. mask: bool (n, m) or (B, 1, n, m), True = may attend, over the m keys
-        (cached keys first, then the n new ones). kv: (k_buf, v_buf, start) — the new keys are written into the
-        buffers at [start, start+n) and attention runs over [0, start+n). key_time_keep: (n,) 0/1 factor on the
+        (cached keys first, then the n new ones). kv: (cache, layer index) — the new keys are written into the
+        cache after its committed length and attention runs over all of them. key_time_keep: (n,) 0/1 factor on the
         time-rotated dims of the new keys (0 for prompt tokens).
         """
         b, n, _ = x.shape
@@ -76,10 +80,8 @@ class Attention(nn.Module):
             t = 2 * (self.head_dim // 8)
             k = torch.cat([k[..., :t] * key_time_keep[:, None], k[..., t:]], dim=-1)
         if kv is not None:
-            k_buf, v_buf, start = kv
-            k_buf[:, :, start : start + n] = k
-            v_buf[:, :, start : start + n] = v
-            k, v = k_buf[:, :, : start + n], v_buf[:, :, : start + n]
+            cache, i = kv
+            k, v = cache.write(i, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, n, -1))
 
