@@ -171,3 +171,16 @@ def test_session_basics(tiny):
         s.reset(frames=np.stack([clip(2, seed=i) for i in range(3)]), actions=[["stay"] * 3])
         out = s.step(["move left", "stay", "move up"])
         assert out.frame.shape == (3, 16, 16, 3) and out.log_prob.shape == (3,)
+
+
+def test_long_clips_are_scored_in_windows_equal_to_one_pass(tiny):
+    t = 3 * tiny.config.deep.window + 2
+    frames = clip(t, seed=5)
+    acts = [ACTS[i % 3] for i in range(t - 1)]
+    windowed = tiny.score(frames, actions=acts).log_prob
+    net = tiny.net
+    x = net.encode_frames(torch.from_numpy(frames)[None])
+    cond = net.frame_conditions(net.action_embeddings([acts]), 1, t, 0)
+    with torch.no_grad():
+        one_pass = net(x, cond, net.new_state(net.prompt_embeddings([None]))).log_prob[0].numpy()
+    np.testing.assert_allclose(windowed, one_pass, rtol=1e-5)

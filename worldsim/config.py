@@ -153,7 +153,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         name="small", height=64, width=64, noise_std=0.2,
         codec=dict(kind="latent", latent_channels=16, downsample=8, hidden=64),
         local=dict(blocks=2, layers=1, width=128, heads=2),
-        deep=dict(layers=8, width=256, heads=4, window=16, prompt_tokens=4),
+        deep=dict(layers=8, width=192, heads=3, window=8, prompt_tokens=4),
         text=dict(layers=2, width=128, heads=2, max_bytes=64),
         denoiser=dict(layers=2, width=128, heads=2),
     ),

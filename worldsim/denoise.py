@@ -20,7 +20,7 @@ def frame_score(net: FlowNet, state: DeepState, x: Tensor, cond: Tensor) -> Tens
     cond (B, d) is the frame's action embedding. A state with more rows than x (guidance) uses its first B.
     """
     b = x.shape[0]
-    st = state.select(torch.arange(b)) if state.cache.batch != b else state.clone()
+    st = state.select(torch.arange(b, device=x.device)) if state.cache.batch != b else state.clone()
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         out = net(xg[:, None], cond[:, None], st)

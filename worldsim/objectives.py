@@ -40,7 +40,7 @@ def flow_forward(net: FlowNet, batch: Batch, gen: torch.Generator, train: bool =
     b, t = batch.frames.shape[:2]
     with torch.no_grad():  # the codec is frozen while the flow trains
         x = net.encode_frames(batch.frames)
-    x = x + cfg.noise_std * torch.randn(x.shape, generator=gen)
+    x = x + cfg.noise_std * net.noise(x.shape, gen)
     actions, prompts = batch.actions, batch.prompts
     if train and cfg.cond_drop > 0:
         actions = [_drop(row, cfg.cond_drop, gen) for row in actions]

@@ -189,7 +189,7 @@ class Session:
     def _observe(self, frame: np.ndarray, acts: list[str] | None, first: bool) -> np.ndarray:
         net, b = self.net, self.batch_size
         x = net.encode_frames(torch.from_numpy(np.ascontiguousarray(frame))[:, None])[:, 0]
-        x = x + self.cfg.noise_std * torch.randn(x.shape, generator=self.generator)
+        x = x + self.cfg.noise_std * net.noise(x.shape, self.generator)
         cond = self.net.deep.start.expand(b * (2 if self.guided else 1), -1) if first else self._cond(
             acts if acts is not None else [None] * b)
         out = net(self._dup(x)[:, None], cond[:, None], self.state)
@@ -197,23 +197,23 @@ class Session:
         self.frames.append(np.array(frame))
         if not first:
             self.actions.append(list(acts) if acts is not None else [None] * b)
-        return out.log_prob[:b, 0].numpy()
+        return out.log_prob[:b, 0].cpu().numpy()
 
     def _generate(self, cond: torch.Tensor, acts: list[str | None], record_action: bool) -> StepResult:
         net, b, s = self.net, self.batch_size, self.settings
-        z = s.temperature * torch.randn(b, self.cfg.tokens_per_frame, self.cfg.token_dim, generator=self.generator)
+        z = s.temperature * net.noise((b, self.cfg.tokens_per_frame, self.cfg.token_dim), self.generator)
         before = self.state.clone() if self.denoise_mode == "tweedie" else None
         sample, self._levels = sample_frame(net, self.state, cond, z, s, self._levels)
         x_hat = denoise(net, sample.x, self._x_prev, before, cond[:b], self.denoise_mode)
         self._x_prev = sample.x
-        frames = net.decode_tokens(x_hat[:, None])[:, 0].numpy()
-        reward, term = (t.numpy() for t in net.deep.heads(sample.h_end))
+        frames = net.decode_tokens(x_hat[:, None])[:, 0].cpu().numpy()
+        reward, term = (t.cpu().numpy() for t in net.deep.heads(sample.h_end))
         if self.reward_fn is not None:
             reward = np.array([self.reward_fn(f, a) for f, a in zip(frames, acts, strict=True)], dtype=np.float32)
         self.frames.append(frames)
         if record_action:
             self.actions.append(list(acts))
-        lp = sample.log_prob.numpy()
+        lp = sample.log_prob.cpu().numpy()
         bpd = -lp / (net.dims_per_frame * LN2)
         return StepResult(self._unbatch(frames), self._unbatch(lp), self._unbatch(bpd), self._unbatch(reward),
                           self._unbatch(term > 0.5), {"iterations": sample.iterations,

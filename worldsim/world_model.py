@@ -78,6 +78,11 @@ class WorldModel:
         load_weights(net, state, str(path))
         return cls(net, meta)
 
+    def to(self, device: str | torch.device) -> WorldModel:
+        """Move the model to a device ('cpu', 'cuda', …); sessions and scoring follow it."""
+        self.net.to(device)
+        return self
+
     def save(self, path: str | os.PathLike, half: bool = False) -> Path:
         """Write config.json, model.safetensors and meta.json into the directory `path` (atomically)."""
         return save_checkpoint(path, self.config, self.net.state_dict(), self.meta, half=half)
@@ -128,14 +133,26 @@ class WorldModel:
         prompt_emb = net.prompt_embeddings(prompts)
         gen = torch.Generator().manual_seed(seed)
         draws = [x] if noise_draws <= 0 else [
-            x + self.config.noise_std * torch.randn(x.shape, generator=gen) for _ in range(noise_draws)]
-        outs = [net(xi, cond, net.new_state(prompt_emb, frames_hint=t)) for xi in draws]
-        lp = torch.stack([o.log_prob for o in outs]).mean(0).numpy()
-        tok = torch.stack([o.token_log_prob for o in outs]).mean(0).numpy()
+            x + self.config.noise_std * net.noise(x.shape, gen) for _ in range(noise_draws)]
+        lp_draws, tok_draws = [], []
+        for xi in draws:
+            lp, tok = self._score_windows(xi, cond, prompt_emb)
+            lp_draws.append(lp)
+            tok_draws.append(tok)
+        lp = torch.stack(lp_draws).mean(0).cpu().numpy()
+        tok = torch.stack(tok_draws).mean(0).cpu().numpy()
         bpd = -lp / (net.dims_per_frame * LN2)
         if not batched:
             lp, bpd, tok = lp[0], bpd[0], tok[0]
         return ScoreReport(lp, bpd, tok, self.config.likelihood_space, net.dims_per_frame, max(noise_draws, 0))
+
+    def _score_windows(self, x: torch.Tensor, cond: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One causal pass over a clip in chunks of `window` frames on top of the KV cache: memory and cost stay
+        bounded for long clips, and the numbers equal a single pass (frames see the same sliding window)."""
+        net, w = self.net, self.config.deep.window
+        state = net.new_state(prompt, frames_hint=w)
+        outs = [net(x[:, a : a + w], cond[:, a : a + w], state) for a in range(0, x.shape[1], w)]
+        return torch.cat([o.log_prob for o in outs], 1), torch.cat([o.token_log_prob for o in outs], 1)
 
     def session(self, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi", **settings: Any):
         """A stateful session (see `worldsim.session.Session` for the settings)."""

@@ -65,7 +65,7 @@ class LatentCodec(nn.Module):
         super().__init__()
         c, h = cfg.codec.latent_channels, cfg.codec.hidden
         steps = cfg.codec.downsample.bit_length() - 1
-        widths = [min(h * 2**i, 4 * h) for i in range(steps + 1)]
+        widths = [min(h * 2**i, 2 * h) for i in range(steps + 1)]
         enc: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1), nn.SiLU()]
         for i in range(steps):
             enc.append(_down(widths[i], widths[i + 1]))

@@ -91,10 +91,12 @@ class DeepBlock(nn.Module):
     def add_prompt(self, state: DeepState, prompt: Tensor) -> None:
         """Commit the prompt prefix (B, P, d); its keys carry no time rotation."""
         p = prompt.shape[1]
-        seq = torch.arange(state.cache.total, state.cache.total + p)
-        pos = torch.stack([torch.zeros(p), torch.arange(p).float(), torch.zeros(p)], dim=-1)
-        frame = torch.full((p,), PROMPT_FRAME, dtype=torch.long)
-        self.run(state, prompt, frame, seq, pos, time_keep=torch.zeros(p), commit=True)
+        dev = prompt.device
+        seq = torch.arange(state.cache.total, state.cache.total + p, device=dev)
+        zeros = torch.zeros(p, device=dev)
+        pos = torch.stack([zeros, torch.arange(p, device=dev).float(), zeros], dim=-1)
+        frame = torch.full((p,), PROMPT_FRAME, dtype=torch.long, device=dev)
+        self.run(state, prompt, frame, seq, pos, time_keep=zeros, commit=True)
 
     def slot_meta(self, state: DeepState, frames: int, first_slot: int = 0, n_slots: int | None = None):
         """frame, seq, pos for `frames` consecutive frame segments starting at state.next_frame.
@@ -103,7 +105,7 @@ class DeepBlock(nn.Module):
         """
         s = self.n_tokens + 1
         n_slots = s * frames if n_slots is None else n_slots
-        idx = torch.arange(first_slot, first_slot + n_slots)
+        idx = torch.arange(first_slot, first_slot + n_slots, device=self.slot_rc.device)
         frame = state.next_frame + idx // s
         seg_start = state.cache.total - (first_slot if frames == 1 else 0)
         seq = seg_start + idx

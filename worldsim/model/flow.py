@@ -44,13 +44,21 @@ class FlowNet(nn.Module):
         self.denoiser = Denoiser(cfg) if cfg.denoiser.enabled else None
 
     @property
+    def device(self) -> torch.device:
+        return self.deep.start.device
+
+    def noise(self, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+        """Standard normal noise from a CPU generator (reproducible on every device), on the model's device."""
+        return torch.randn(shape, generator=gen).to(self.device)
+
+    @property
     def dims_per_frame(self) -> int:
         return self.cfg.tokens_per_frame * self.cfg.token_dim
 
     # ----- frames ↔ tokens ----------------------------------------------------------------------------------
     def encode_frames(self, frames: Tensor) -> Tensor:
         """uint8 (B, T, H, W, 3) → codec tokens (B, T, N, D) float32."""
-        x = frames.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+        x = frames.to(self.device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
         return self.codec.encode(x)
 
     def decode_tokens(self, tokens: Tensor) -> Tensor:

@@ -1,0 +1,192 @@
+"""The `worldsim` command: one entry point with subcommands (demo, info, record, train, eval)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from .errors import WorldSimError
+
+# Subcommands whose arguments and handler live in their own module: `add_arguments(parser)` and `run(args) -> int`.
+MODULE_COMMANDS = {
+    "train": ("worldsim.train", "train a model on a recorded dataset (resumable; runs under torchrun too)"),
+    "eval": ("worldsim.evaluate", "measure a model against the ground-truth world (JSON report)"),
+}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+# ----- handlers -------------------------------------------------------------------------------------------------
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, model=args.model, steps=args.steps, seed=args.seed, echo=print)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import __version__, bundled_models
+
+    print(f"worldsim {__version__} (python {sys.version.split()[0]})")
+    print(f"bundled models: {', '.join(bundled_models()) or 'none yet'}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
+    if args.model is None:
+        return 0
+    from .demo import load_model
+
+    wm, note = load_model(args.model)
+    cfg = wm.config
+    params = sum(p.numel() for p in wm.net.parameters())
+    codec = (f"pixels, {cfg.codec.patch}×{cfg.codec.patch} patches" if cfg.codec.kind == "pixels" else
+             f"latent, ÷{cfg.codec.downsample} → {cfg.codec.latent_channels} channels")
+    print(f"\nmodel {args.model}")
+    if note:
+        print(note)
+    rows = [
+        ("name", cfg.name),
+        ("frames", f"{cfg.height}×{cfg.width} RGB at {cfg.fps} fps"),
+        ("codec", codec),
+        ("tokens", f"{cfg.tokens_per_frame} per frame × {cfg.token_dim} dims"),
+        ("local blocks", f"{cfg.local.blocks} × {cfg.local.layers} layers, width {cfg.local.width}"),
+        ("deep block", f"{cfg.deep.layers} layers, width {cfg.deep.width}, window {cfg.deep.window} frames"),
+        ("denoiser", f"{cfg.denoiser.layers} layers" if cfg.denoiser.enabled else "off (causal Tweedie)"),
+        ("actions", ", ".join(cfg.actions)),
+        ("parameters", f"{params:,} ({params / 1e6:.2f}M)"),
+        ("likelihood", f"exact, over {cfg.likelihood_space} ({cfg.likelihood_space[:-1]} bits/dim)"),
+    ]
+    rows += [(f"meta.{key}", str(value)) for key, value in sorted(wm.meta.items())]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    if (args.env is None) == (args.import_videos is None):
+        args.subparser.error("give either --env ID --episodes N, or --import-videos DIR --actions FILE.jsonl")
+    if args.import_videos is not None:
+        if args.actions is None:
+            args.subparser.error("--import-videos needs --actions FILE.jsonl")
+        from .record import import_videos
+
+        path = import_videos(args.import_videos, args.actions, args.out, size=args.size, overwrite=args.overwrite)
+    else:
+        if args.episodes is None:
+            args.subparser.error("--env needs --episodes N")
+        from .record import record_dataset
+
+        path = record_dataset(args.env, args.episodes, args.out, policy=args.policy, seed=args.seed,
+                              max_steps=args.max_steps, overwrite=args.overwrite)
+    from .dataset import Dataset
+
+    data = Dataset(path)
+    h, w = data.frame_size
+    print(f"wrote {path}: {len(data)} episodes, {sum(data.episode_lengths)} frames of {h}×{w} at {data.fps:g} fps")
+    return 0
+
+
+# ----- parser ---------------------------------------------------------------------------------------------------
+def _module(name: str) -> ModuleType | None:
+    """The subcommand's module, or None while it is not part of this install (other import errors propagate)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `worldsim` argument parser with every available subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    parser = argparse.ArgumentParser(
+        prog="worldsim", description="Interactive world simulator on a causal normalizing-flow video model.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = subs.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub.set_defaults(subparser=sub)
+        return sub
+
+    p = add("demo", "imagine PushWorld under scripted actions beside the real world; write mp4, PNG, JSON")
+    p.add_argument("--out", required=True, help="output folder for rollout.mp4, filmstrip.png, summary.json")
+    p.add_argument("--model", default="pushworld-64",
+                   help="bundled model name, checkpoint directory, or preset name (untrained); default: %(default)s")
+    p.add_argument("--steps", type=_positive_int, default=48, help="frames to imagine (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="world layout and sampling seed (default: %(default)s)")
+    p.set_defaults(handler=_demo)
+
+    p = add("info", "show the version, bundled models, torch set-up, and a model's config and metadata")
+    p.add_argument("--model", help="bundled model name, checkpoint directory, or preset name")
+    p.set_defaults(handler=_info)
+
+    p = add("record", "record a Gymnasium env into a dataset, or import a folder of videos")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.add_argument("--env", help="registered env id, e.g. worldsim/PushWorld-v0 (needs --episodes)")
+    p.add_argument("--episodes", type=_positive_int, help="episodes to record")
+    p.add_argument("--policy", choices=["random", "pushworld"],
+                   help="data policy (default: pushworld for PushWorld, else random)")
+    p.add_argument("--seed", type=int, default=0, help="base seed: episode i resets with seed+i (default: 0)")
+    p.add_argument("--max-steps", type=_positive_int, help="cap on steps per episode (default: the env's limit)")
+    p.add_argument("--import-videos", metavar="DIR", help="folder of videos to import instead of recording")
+    p.add_argument("--actions", metavar="FILE.jsonl",
+                   help='with --import-videos: one {"video", "actions", "caption"} object per line')
+    p.add_argument("--size", type=_positive_int, help="with --import-videos: resize frames to SIZE×SIZE")
+    p.set_defaults(handler=_record)
+
+    for name, (module_name, help_text) in MODULE_COMMANDS.items():
+        module = _module(module_name)
+        if module is None:
+            continue
+        p = add(name, help_text)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `worldsim` command; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors: return the status instead of exiting
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        result: Any = args.handler(args)
+        return int(result or 0)
+    except SystemExit as exc:  # a handler's usage error (parser.error)
+        return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (WorldSimError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

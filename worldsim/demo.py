@@ -1,0 +1,224 @@
+"""`worldsim demo`: imagine PushWorld beside the real world; write an mp4, a filmstrip and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .config import PRESETS
+from .errors import CheckpointError, WorldSimError, suggest
+from .world_model import WorldModel, bundled_models
+
+DEFAULT_MODEL = "pushworld-64"
+FALLBACK_PRESET = "small"
+# One lap of the room, then a pause; cycled or truncated to the number of steps.
+SCRIPT = ("move right",) * 8 + ("move down",) * 8 + ("move left",) * 8 + ("move up",) * 8 + ("stay",) * 8
+VIDEO_FPS = 16
+VIDEO_SCALE = 4
+FILMSTRIP_COLUMNS = 8
+
+
+def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> tuple[WorldModel, str | None]:
+    """Resolve a model for the CLI: a checkpoint directory, a bundled name, or a preset name (untrained).
+
+    The bundled default (`pushworld-64`) falls back to a freshly initialised `small` model while it is
+    not shipped. Returns (model, note); the note says plainly when the model is untrained, else None.
+    Any other name raises CheckpointError (with a suggestion for a misspelt name).
+    """
+    name = str(name_or_path)
+    if Path(name).exists() or name in bundled_models():
+        wm = WorldModel.from_pretrained(name_or_path)
+        if wm.meta.get("trained", True) is False:
+            return wm, f"NOTE: checkpoint {name!r} is marked untrained in its meta.json; its frames are noise-like."
+        return wm, None
+    if name in PRESETS:
+        return WorldModel.from_config(name, seed=seed), (
+            f"NOTE: {name!r} is a preset, not a trained checkpoint: a freshly initialised (untrained) model — "
+            "its frames are noise-like by design.")
+    if name == DEFAULT_MODEL:
+        return WorldModel.from_config(FALLBACK_PRESET, seed=seed), (
+            f"NOTE: the bundled model {DEFAULT_MODEL!r} is not in this install yet; running a freshly "
+            f"initialised (untrained) {FALLBACK_PRESET!r} model — its frames are noise-like by design.")
+    if os.sep not in name and (os.altsep or os.sep) not in name:
+        known = sorted({*bundled_models(), DEFAULT_MODEL, *PRESETS})
+        bundled = ", ".join(bundled_models()) or "none in this install"
+        raise CheckpointError(
+            f"no checkpoint directory, bundled model or preset named {name!r}.{suggest(name, known)} Fix: pass a "
+            f"checkpoint directory written by WorldModel.save, a bundled model ({bundled}) or a preset "
+            f"({', '.join(PRESETS)}; untrained).")
+    return WorldModel.from_pretrained(name_or_path), None  # raises CheckpointError naming the problem
+
+
+def scripted_actions(steps: int) -> list[str]:
+    """The demo's action sequence: SCRIPT cycled or truncated to `steps` actions."""
+    return [SCRIPT[i % len(SCRIPT)] for i in range(steps)]
+
+
+def _world_frames(size: tuple[int, int], actions: list[str], seed: int) -> np.ndarray:
+    """The real PushWorld under `actions`: uint8 (T+1, H, W, 3) at the model's frame size.
+
+    PushWorld draws at ≥ 32 px; smaller (test) models get a 64 px world resized with area averaging.
+    """
+    from worldsim.envs.pushworld import PushWorld
+
+    h, w = size
+    side = h if h == w and h >= 32 else 64
+    env = PushWorld(render_mode="rgb_array", size=side, action_mode="text")
+    first, _ = env.reset(seed=seed)
+    frames = [first] + [env.step(a)[0] for a in actions]
+    env.close()
+    if (side, side) != (h, w):
+        frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+    return np.stack(frames)
+
+
+def _observed_bits(wm: WorldModel, real: np.ndarray, actions: list[str], seed: int) -> np.ndarray:
+    """Bits/dim of real frames 1..T fed to a session one by one: (T,), comparable to the imagined frames' figures.
+
+    Both are log-likelihoods of σ-noised tokens (sampled, or real plus seeded noise); the KV cache keeps the cost
+    linear in T, where `wm.score` over a long clip grows quadratically.
+    """
+    dims = wm.config.tokens_per_frame * wm.config.token_dim
+    with wm.session(seed=seed) as s:
+        s.reset(frames=real[:1])
+        nats = [float(s.observe(frame, action)) for frame, action in zip(real[1:], actions, strict=True)]
+    return -np.array(nats) / (dims * np.log(2.0))
+
+
+def _write_video(path: Path, imagined: np.ndarray, real: np.ndarray) -> None:
+    """imagined | real side by side, upscaled ×VIDEO_SCALE with nearest neighbour; frames (T, H, W, 3) uint8."""
+    gap = np.full((imagined.shape[1], 1, 3), 255, np.uint8)
+    first = np.concatenate([imagined[0], gap, real[0]], axis=1)
+    h, w = first.shape[0] * VIDEO_SCALE, first.shape[1] * VIDEO_SCALE
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (w, h))
+    if not writer.isOpened():
+        raise WorldSimError(f"OpenCV could not open {path} for writing with the 'mp4v' codec; check that the "
+                            "folder is writable and that opencv-python has video support.")
+    try:
+        for a, b in zip(imagined, real, strict=True):
+            pair = np.concatenate([a, gap, b], axis=1)
+            big = cv2.resize(pair, (w, h), interpolation=cv2.INTER_NEAREST)
+            writer.write(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+
+
+def _write_filmstrip(path: Path, imagined: np.ndarray, real: np.ndarray, bits: np.ndarray, real_bits: np.ndarray,
+                     space: str, title: str) -> None:
+    """Evenly spaced imagined frames above the real ones, per-frame bits/dim below; bits (T,) for frames 1..T."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+    picks = sorted({int(round(t)) for t in np.linspace(0, len(imagined) - 1, min(FILMSTRIP_COLUMNS, len(imagined)))})
+    fig = Figure(figsize=(1.3 * len(picks), 4.6), dpi=80, layout="constrained")
+    grid = fig.add_gridspec(3, len(picks), height_ratios=[1, 1, 1.5])
+    for col, t in enumerate(picks):
+        for row, (frames, label) in enumerate(((imagined, "imagined"), (real, "real"))):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(frames[t], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"t={t}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+    ax = fig.add_subplot(grid[2, :])
+    steps = np.arange(1, len(bits) + 1)
+    ax.plot(steps, bits, marker=".", label="imagined (sampled tokens)")
+    ax.plot(steps, real_bits, marker=".", label="real (observed, σ-noised tokens)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("frame", fontsize=8)
+    ax.set_ylabel(f"{'latent' if space == 'latents' else 'pixel'} bits/dim", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path)
+
+
+def _table(rows: list[dict[str, Any]], every: int) -> list[str]:
+    """Every `every`-th row (and the last) as aligned text lines."""
+    lines = [f"{'step':>4}  {'action':<10}  {'bits/dim':>8}  {'iters':>5}  {'ms':>7}"]
+    for r in rows:
+        if r["step"] % every == 0 or r["step"] == rows[-1]["step"] or r["step"] == 1:
+            lines.append(f"{r['step']:>4}  {r['action']:<10}  {r['bits_per_dim']:>8.3f}  {r['iterations']:>5}  "
+                         f"{r['ms']:>7.1f}")
+    return lines
+
+
+def run_demo(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODEL, steps: int = 48, seed: int = 0,
+             progress: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Imagine `steps` PushWorld frames under a scripted action sequence, next to the real world's frames.
+
+    Args:
+        out_dir: folder for rollout.mp4, filmstrip.png and summary.json (created if missing).
+        model: bundled name, checkpoint directory, or preset name (presets are untrained); the default falls
+            back to an untrained `small` model while `pushworld-64` is not bundled.
+        steps: number of imagined frames after the real first frame.
+        seed: world layout and sampling seed.
+        progress: show a tqdm bar (only when stderr is a terminal).
+        echo: where the human-readable report goes line by line (the CLI passes `print`); None keeps it quiet.
+
+    Returns:
+        The summary (also written to summary.json): model, note, per-step rows, timings, files.
+    """
+    if steps < 1:
+        raise WorldSimError(f"steps must be >= 1, got {steps}. Fix: pass steps=48 (or any positive count).")
+    say = echo or (lambda line: None)
+    t_start = time.perf_counter()
+    wm, note = load_model(model, seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = wm.config
+    if note:
+        say(note)
+    say(f"model: {wm!r}")
+    actions = scripted_actions(steps)
+    real = _world_frames((cfg.height, cfg.width), actions, seed)
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=steps, desc="demo", unit="frame", disable=not (progress and sys.stderr.isatty()))
+    with wm.session(seed=seed) as s:
+        s.reset(frames=real[:1])
+        t_roll = time.perf_counter()
+        for i, action in enumerate(actions, 1):
+            t0 = time.perf_counter()
+            res = s.step(action)
+            rows.append({"step": i, "action": action, "bits_per_dim": float(res.bits_per_dim),
+                         "log_prob": float(res.log_prob), "iterations": int(res.info["iterations"]),
+                         "ms": 1000 * (time.perf_counter() - t0)})
+            bar.update(1)
+        rollout_s = time.perf_counter() - t_roll
+        imagined = s.history
+    bar.close()
+    real_bits = _observed_bits(wm, real, actions, seed)
+
+    bits = np.array([r["bits_per_dim"] for r in rows])
+    space = cfg.likelihood_space
+    trained = note is None
+    title = f"{cfg.name}{'' if trained else ' (untrained)'} — imagined vs real PushWorld, seed {seed}"
+    files = {"video": out / "rollout.mp4", "filmstrip": out / "filmstrip.png", "summary": out / "summary.json"}
+    _write_video(files["video"], imagined, real)
+    _write_filmstrip(files["filmstrip"], imagined, real, bits, real_bits, space, title)
+
+    fps = steps / rollout_s
+    say("\n".join(_table(rows, every=max(1, steps // 6))))
+    say(f"{steps} frames in {rollout_s:.2f} s: {fps:.1f} frames/s ({fps / cfg.fps:.2f}× real time at {cfg.fps} fps); "
+        f"mean {space[:-1]} bits/dim imagined {bits.mean():.3f}, real frames observed {real_bits.mean():.3f}")
+    summary: dict[str, Any] = {
+        "model": str(model), "model_name": cfg.name, "trained": trained, "note": note,
+        "likelihood_space": space, "frame_size": [cfg.height, cfg.width], "seed": seed, "steps": steps,
+        "rollout_seconds": rollout_s, "frames_per_second": fps, "total_seconds": time.perf_counter() - t_start,
+        "mean_bits_per_dim": float(bits.mean()), "real_bits_per_dim": real_bits.tolist(),
+        "rows": rows, "files": {k: str(v) for k, v in files.items()},
+    }
+    files["summary"].write_text(json.dumps(summary, indent=2))
+    say(f"wrote {files['video']}, {files['filmstrip']}, {files['summary']}")
+    return summary

@@ -1,0 +1,267 @@
+"""`worldsim train`: codec first (then frozen), then the flow, denoiser and heads; resumable, distributed.
+
+Every step draws its data and noise from generators seeded by (seed, step, rank), so an interrupted run that
+resumes from a checkpoint follows exactly the trajectory it would have followed uninterrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ModelConfig, preset
+from .dataset import Dataset
+from .denoise import fsm_loss
+from .errors import WorldSimError
+from .fit import train_codec
+from .model.flow import FlowNet
+from .objectives import Batch, flow_forward, heads_loss, nll_loss
+from .optim import EMA, adamw, lr_at
+from .train_state import load_state, save_state
+from .world_model import WorldModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 20_000
+    batch: int = 8
+    frames: int = 12  # frames per training window
+    lr: float = 5e-4
+    denoiser_lr: float = 1e-3
+    warmup: int = 500
+    clip: float = 1.0
+    ema: float = 0.999
+    codec_steps: int = 3000
+    codec_batch: int = 32
+    start_fraction: float = 0.2  # share of windows taken from an episode's start (they get the caption prompt)
+    holdout: float = 0.05
+    checkpoint_every_s: float = 300.0
+    seed: int = 0
+    bf16: bool = False
+
+
+class TrainStep(nn.Module):
+    """The whole training loss as one module call (so DistributedDataParallel sees every parameter use)."""
+
+    def __init__(self, net: FlowNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: Batch, gen: torch.Generator, t_fsm: int) -> tuple[torch.Tensor, dict[str, float]]:
+        out, x = flow_forward(self.net, batch, gen)
+        nll, bpd = nll_loss(out, self.net.dims_per_frame)
+        heads = heads_loss(self.net, out, batch)
+        loss = nll + heads
+        logs = {"bpd": float(bpd), "heads": float(heads.detach())}
+        if self.net.denoiser is not None:
+            b, t = batch.frames.shape[:2]
+            cond = self.net.frame_conditions(self.net.action_embeddings(batch.actions), b, t, 0)
+            prompt = self.net.prompt_embeddings(batch.prompts).detach()
+            fsm = fsm_loss(self.net, x.detach(), cond.detach(), prompt, t_fsm)
+            loss = loss + fsm
+            logs["fsm"] = float(fsm.detach())
+        return loss, logs
+
+
+def sample_batch(data: Dataset, episodes: list[int], s: TrainSettings, rng: np.random.Generator) -> Batch:
+    """Random windows; a share of them start at frame 0 of their episode and carry its caption as prompt."""
+    w = data.sample_windows(s.batch, s.frames, rng, episodes)
+    frames, starts = w.frames.copy(), w.starts.copy()
+    actions, rewards, term = [list(a) for a in w.actions], w.rewards.copy(), w.terminated.copy()
+    for i in np.flatnonzero(rng.random(s.batch) < s.start_fraction):
+        ep = data.episode(int(w.episodes[i]))
+        frames[i], actions[i] = ep.frames[: s.frames], list(ep.actions[: s.frames - 1])
+        rewards[i], term[i], starts[i] = ep.rewards[: s.frames - 1], ep.terminated[: s.frames - 1], 0
+    prompts = [c if st == 0 and c else None for c, st in zip(w.captions, starts, strict=True)]
+    return Batch(torch.from_numpy(frames), actions, prompts, torch.from_numpy(rewards), torch.from_numpy(term))
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed under torchrun (gloo on CPU, NCCL on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def held_out_bpd(net: FlowNet, data: Dataset, episodes: list[int], s: TrainSettings, n: int = 16) -> float:
+    if not episodes:
+        return float("nan")
+    batch = sample_batch(data, episodes, TrainSettings(**{**s.__dict__, "batch": n}), np.random.default_rng(12345))
+    net.eval()
+    with torch.no_grad():
+        out, _ = flow_forward(net, batch, torch.Generator().manual_seed(0), train=False)
+    net.train()
+    return float(nll_loss(out, net.dims_per_frame)[1])
+
+
+def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: ModelConfig, s: TrainSettings,
+          resume: bool = False, progress: bool = True, stop_after_s: float | None = None,
+          until: int | None = None) -> Path:
+    """Train and return the path of the EMA model checkpoint (`out/model`). Resumes from `out/state`.
+
+    stop_after_s / until: stop early (with a checkpoint) after that many seconds / at that step; the schedule
+    still follows `s.steps`, so a later `resume` continues the same trajectory.
+    """
+    from tqdm import tqdm
+
+    rank, world = _dist()
+    out = Path(out_dir)
+    data = Dataset(data_dir)
+    if data.frame_size != (config.height, config.width):
+        raise WorldSimError(f"dataset {data_dir} has {data.frame_size[0]}×{data.frame_size[1]} frames but the "
+                            f"config expects {config.height}×{config.width}; record at the config's size.")
+    config = config.merged(actions=list(data.vocabulary), fps=int(round(data.fps)))
+    train_eps, held_eps = data.split(s.holdout, seed=s.seed)
+    torch.manual_seed(s.seed)
+    net = FlowNet(config)
+    codec_done, step, ema_state, opt_state, meta = False, 0, None, None, {}
+    if resume and (out / "state").is_dir():
+        net_state, ema_state, opt_state, meta = load_state(out / "state", net)
+        step, codec_done = int(meta["step"]), bool(meta["codec_done"])
+        logger.info("resumed from %s at step %d", out / "state", step)
+    t_start = time.time()
+    if not codec_done and net.codec.trainable:
+        frames = np.concatenate([data.episode(i).frames for i in train_eps[:400]])
+        train_codec(net, frames, s.codec_steps, s.codec_batch, seed=s.seed, progress=progress and rank == 0)
+    codec_done = True
+    for p in net.codec.parameters():
+        p.requires_grad_(False)
+    flow_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("denoiser.")]
+    den_params = [p for n, p in net.named_parameters() if n.startswith("denoiser.")]
+    opt = adamw(flow_params, s.lr)
+    if den_params:
+        opt.add_param_group({"params": den_params, "lr": s.denoiser_lr, "weight_decay": 1e-4})
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    ema = EMA(net, s.ema)
+    if ema_state is not None:
+        ema.shadow = ema_state
+    step_fn = TrainStep(net)
+    if world > 1:
+        step_fn = nn.parallel.DistributedDataParallel(step_fn, find_unused_parameters=True)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = (out / "metrics.jsonl").open("a") if rank == 0 else None
+    last_ckpt, t0, done_at_start = time.time(), time.time(), step
+    bar = tqdm(total=s.steps, initial=step, desc="flow", disable=not progress or rank != 0 or not sys.stderr.isatty())
+    net.train()
+
+    def checkpoint() -> None:
+        if rank != 0:
+            return
+        meta_now = {**meta, "step": step, "codec_done": codec_done, "settings": s.__dict__,
+                    "wall_time_s": meta.get("wall_time_s", 0.0) + time.time() - t_start, "world_size": world,
+                    "data": str(data_dir), "episodes": len(data), "held_out_bpd": held_out_bpd(net, data, held_eps, s)}
+        save_state(out / "state", net, ema.shadow, opt, meta_now)
+        model = WorldModel(FlowNet(config), meta={"trained": True, **meta_now})
+        model.net.load_state_dict({**net.state_dict(), **ema.shadow})
+        model.save(out / "model")
+        plot_metrics(out / "metrics.jsonl", out / "loss.png")
+
+    try:
+        while step < s.steps:
+            rng = np.random.default_rng([s.seed, step, rank])
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            batch = sample_batch(data, train_eps, s, rng)
+            lr = lr_at(step, s.steps, s.lr, s.warmup)
+            opt.param_groups[0]["lr"] = lr
+            if den_params:
+                opt.param_groups[1]["lr"] = lr_at(step, s.steps, s.denoiser_lr, s.warmup)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+                loss, logs = step_fn(batch, gen, int(rng.integers(1, s.frames)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(flow_params, s.clip))
+            if np.isfinite(norm) and bool(torch.isfinite(loss)):
+                opt.step()
+                ema.update(net)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(bpd=f"{logs['bpd']:.3f}", lr=f"{lr:.1e}")
+            if metrics is not None:
+                rate = (step - done_at_start) / (time.time() - t0)
+                metrics.write(json.dumps({"step": step, **logs, "lr": lr, "grad_norm": norm, "it_s": rate,
+                                          "time": time.time()}) + "\n")
+                metrics.flush()
+            if time.time() - last_ckpt > s.checkpoint_every_s:
+                checkpoint()
+                last_ckpt = time.time()
+            if (stop_after_s is not None and time.time() - t_start > stop_after_s) or step == until:
+                break
+    finally:
+        checkpoint()
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+    return out / "model"
+
+
+def plot_metrics(jsonl: Path, png: Path) -> None:
+    """Training bits/dim (and the denoiser loss) against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["bpd"] for r in rows], lw=0.5, alpha=0.4, label="train bits/dim")
+    k = max(1, len(rows) // 100)
+    smooth = np.convolve([r["bpd"] for r in rows], np.ones(k) / k, mode="valid")
+    ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim")
+    ax.legend()
+    fig.tight_layout()
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset directory (worldsim record)")
+    p.add_argument("--out", required=True, help="output directory: model/, state/, metrics.jsonl, loss.png")
+    p.add_argument("--preset", default="small", help="model preset (tiny, tiny-latent, small)")
+    p.add_argument("--config", help="JSON file of config overrides merged into the preset")
+    p.add_argument("--steps", type=int, default=TrainSettings.steps, help="total flow steps")
+    p.add_argument("--batch", type=int, default=TrainSettings.batch, help="clips per step (per process)")
+    p.add_argument("--frames", type=int, default=TrainSettings.frames, help="frames per training window")
+    p.add_argument("--lr", type=float, default=TrainSettings.lr, help="peak learning rate of the flow")
+    p.add_argument("--warmup", type=int, default=TrainSettings.warmup, help="warm-up steps")
+    p.add_argument("--codec-steps", type=int, default=TrainSettings.codec_steps, help="latent codec steps")
+    p.add_argument("--checkpoint-every", type=float, default=TrainSettings.checkpoint_every_s, help="seconds")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order, noise and initialisation")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (affine math stays float32)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state")
+    p.add_argument("--stop-after", type=float, help="stop (with a checkpoint) after this many seconds")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = preset(args.preset)
+    if args.config:
+        cfg = cfg.merged(**json.loads(Path(args.config).read_text()))
+    s = TrainSettings(steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, warmup=args.warmup,
+                      codec_steps=args.codec_steps, checkpoint_every_s=args.checkpoint_every, seed=args.seed,
+                      bf16=args.bf16)
+    path = train(args.data, args.out, cfg, s, resume=args.resume, stop_after_s=args.stop_after)
+    print(f"model written to {path}")
+    return 0
