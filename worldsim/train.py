@@ -96,6 +96,15 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
+def ranks_in_sync(net: nn.Module) -> bool:
+    """True when every rank holds bit-identical weights (checked through an all-gather of checksums)."""
+    flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
+    sums = torch.stack([flat.sum(), flat.abs().sum(), (flat * torch.arange(len(flat), dtype=torch.float64)).sum()])
+    gathered = [torch.zeros_like(sums) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, sums)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
 def held_out_bpd(net: FlowNet, data: Dataset, episodes: list[int], s: TrainSettings, n: int = 16) -> float:
     if not episodes:
         return float("nan")
@@ -159,9 +168,13 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     net.train()
 
     def checkpoint() -> None:
+        in_sync = ranks_in_sync(net) if world > 1 else True
+        if not in_sync:
+            raise WorldSimError(f"distributed ranks hold different weights at step {step}; check that every "
+                                "process runs the same code and config (torchrun --nproc_per_node N ...).")
         if rank != 0:
             return
-        meta_now = {**meta, "step": step, "codec_done": codec_done, "settings": s.__dict__,
+        meta_now = {**meta, "step": step, "codec_done": codec_done, "settings": s.__dict__, "ranks_in_sync": in_sync,
                     "wall_time_s": meta.get("wall_time_s", 0.0) + time.time() - t_start, "world_size": world,
                     "data": str(data_dir), "episodes": len(data), "held_out_bpd": held_out_bpd(net, data, held_eps, s)}
         save_state(out / "state", net, ema.shadow, opt, meta_now)
