@@ -31,7 +31,8 @@ def config():
 
 
 def read(path):
-    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "step" in r]
 
 
 def test_interrupt_and_resume_reproduces_the_uninterrupted_trajectory(data, tmp_path):
@@ -42,6 +43,8 @@ def test_interrupt_and_resume_reproduces_the_uninterrupted_trajectory(data, tmp_
     a, b = read(tmp_path / "a"), read(tmp_path / "b")
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 7))
     assert [r["bpd"] for r in a] == [r["bpd"] for r in b]
+    first = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 < first["codec_mse"] < 1 and 0 < first["codec_mse_noisy"] < 1  # logged when the codec phase ends
     model = WorldModel.from_pretrained(tmp_path / "a" / "model")  # the EMA weights, loadable
     assert model.meta["step"] == 6 and model.meta["trained"] and model.config.actions == PushWorld.vocabulary
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000

@@ -5,7 +5,7 @@ The resumable, distributed trainer (`worldsim train`) builds on the same objecti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from .optim import adamw, clipped_step, lr_at
 
 
 def train_codec(net: FlowNet, frames: np.ndarray, steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0,
-                progress: bool = False) -> list[float]:
+                progress: bool = False, log: Callable[[int, float], None] | None = None) -> list[float]:
     """Train the latent codec (encoder + noise-robust decoder) on frames uint8 (M, H, W, 3); returns losses.
 
     The decoder sees latents with the flow's σ noise added, so it decodes the flow's noisy samples cleanly.
@@ -38,8 +38,21 @@ def train_codec(net: FlowNet, frames: np.ndarray, steps: int, batch: int = 32, l
         loss = codec.loss(x, net.cfg.noise_std)
         clipped_step(opt, loss, params, lr_at(step, steps, lr, max(1, steps // 20)))
         losses.append(loss.item())
+        if log is not None:
+            log(step + 1, losses[-1])
     codec.eval()
     return losses
+
+
+@torch.no_grad()
+def codec_mse(net: FlowNet, frames: np.ndarray, noisy: bool = False, seed: int = 0) -> float:
+    """Reconstruction MSE in [-1, 1] units of frames uint8 (M, H, W, 3), from clean or σ-noised latents."""
+    x = torch.from_numpy(frames)[None]
+    z = net.encode_frames(x)
+    if noisy:
+        z = z + net.cfg.noise_std * net.noise(z.shape, torch.Generator().manual_seed(seed))
+    rec = net.decode_tokens(z)
+    return float(((rec.float() - x.float()) / 127.5).pow(2).mean())
 
 
 def fit_flow(net: FlowNet, clips: np.ndarray, actions: Sequence[Sequence[str]], steps: int, batch: int = 16,

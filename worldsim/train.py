@@ -23,7 +23,7 @@ from .config import ModelConfig, preset
 from .dataset import Dataset
 from .denoise import fsm_loss
 from .errors import WorldSimError
-from .fit import train_codec
+from .fit import codec_mse, train_codec
 from .model.flow import FlowNet
 from .objectives import Batch, flow_forward, heads_loss, nll_loss
 from .optim import EMA, adamw, lr_at
@@ -43,8 +43,9 @@ class TrainSettings:
     warmup: int = 500
     clip: float = 1.0
     ema: float = 0.999
-    codec_steps: int = 3000
-    codec_batch: int = 32
+    codec_steps: int = 4000
+    codec_batch: int = 16
+    codec_lr: float = 3e-3
     start_fraction: float = 0.2  # share of windows taken from an episode's start (they get the caption prompt)
     holdout: float = 0.05
     checkpoint_every_s: float = 300.0
@@ -142,9 +143,23 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
         step, codec_done = int(meta["step"]), bool(meta["codec_done"])
         logger.info("resumed from %s at step %d", out / "state", step)
     t_start = time.time()
-    if not codec_done and net.codec.trainable:
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = (out / "metrics.jsonl").open("a") if rank == 0 else None
+
+    def log(row: dict) -> None:
+        if metrics is not None:
+            metrics.write(json.dumps({**row, "time": time.time()}) + "\n")
+            metrics.flush()
+
+    new_codec = not codec_done and net.codec.trainable
+    if new_codec:
         frames = np.concatenate([data.episode(i).frames for i in train_eps[:400]])
-        train_codec(net, frames, s.codec_steps, s.codec_batch, seed=s.seed, progress=progress and rank == 0)
+        train_codec(net, frames, s.codec_steps, s.codec_batch, s.codec_lr, s.seed, progress=progress and rank == 0,
+                    log=lambda i, loss: log({"codec_step": i, "codec_loss": loss}) if i % 25 == 0 else None)
+        held = np.concatenate([data.episode(i).frames[:50] for i in held_eps[:20]]) if held_eps else frames[:500]
+        meta["codec_mse"] = codec_mse(net, held)
+        meta["codec_mse_noisy"] = codec_mse(net, held, noisy=True)
+        log({"codec_mse": meta["codec_mse"], "codec_mse_noisy": meta["codec_mse_noisy"]})
     codec_done = True
     for p in net.codec.parameters():
         p.requires_grad_(False)
@@ -161,8 +176,6 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     step_fn = TrainStep(net)
     if world > 1:
         step_fn = nn.parallel.DistributedDataParallel(step_fn, find_unused_parameters=True)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics = (out / "metrics.jsonl").open("a") if rank == 0 else None
     last_ckpt, t0, done_at_start = time.time(), time.time(), step
     bar = tqdm(total=s.steps, initial=step, desc="flow", disable=not progress or rank != 0 or not sys.stderr.isatty())
     net.train()
@@ -183,6 +196,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
         model.save(out / "model")
         plot_metrics(out / "metrics.jsonl", out / "loss.png")
 
+    if new_codec:
+        checkpoint()  # the codec is done: a restart from here skips it
     try:
         while step < s.steps:
             rng = np.random.default_rng([s.seed, step, rank])
@@ -203,11 +218,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
             step += 1
             bar.update(1)
             bar.set_postfix(bpd=f"{logs['bpd']:.3f}", lr=f"{lr:.1e}")
-            if metrics is not None:
-                rate = (step - done_at_start) / (time.time() - t0)
-                metrics.write(json.dumps({"step": step, **logs, "lr": lr, "grad_norm": norm, "it_s": rate,
-                                          "time": time.time()}) + "\n")
-                metrics.flush()
+            rate = (step - done_at_start) / (time.time() - t0)
+            log({"step": step, **logs, "lr": lr, "grad_norm": norm, "it_s": rate})
             if time.time() - last_ckpt > s.checkpoint_every_s:
                 checkpoint()
                 last_ckpt = time.time()
@@ -228,7 +240,7 @@ def plot_metrics(jsonl: Path, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in map(json.loads, filter(str.strip, jsonl.read_text().splitlines())) if "bpd" in r]
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.2))

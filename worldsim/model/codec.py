@@ -56,24 +56,26 @@ class _Res(nn.Module):
 
 class LatentCodec(nn.Module):
     """Conv autoencoder H×W×3 → (H/f)×(W/f)×C. Latents are RMS-normalised over channels (unit scale), so the
-    flow's σ means the same thing for every model; the decoder is trained on latents with σ noise added."""
+    flow's σ means the same thing for every model; the decoder is trained on latents with σ noise added.
+
+    The first layer is a 4×4 space-to-depth patchify and the last a pixel shuffle, so no convolution runs at
+    full resolution: a 64×64 frame costs about 0.3 GFLOP to encode and decode on a CPU.
+    """
 
     space = "latents"
     trainable = True
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        c, h = cfg.codec.latent_channels, cfg.codec.hidden
-        steps = cfg.codec.downsample.bit_length() - 1
-        widths = [min(h * 2**i, 2 * h) for i in range(steps + 1)]
-        enc: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1), nn.SiLU()]
-        for i in range(steps):
-            enc.append(_down(widths[i], widths[i + 1]))
-        enc += [_Res(widths[-1]), nn.Conv2d(widths[-1], c, 1)]
-        dec: list[nn.Module] = [nn.Conv2d(c, widths[-1], 3, padding=1), nn.SiLU(), _Res(widths[-1])]
-        for i in reversed(range(steps)):
-            dec.append(_up(widths[i + 1], widths[i]))
-        dec += [_Res(widths[0]), nn.Conv2d(widths[0], 3, 3, padding=1)]
+        c, h, f = cfg.codec.latent_channels, cfg.codec.hidden, cfg.codec.downsample
+        p = min(4, f)  # patchify factor; the rest of the reduction is stride-2 convolutions
+        downs = (f // p).bit_length() - 1
+        enc: list[nn.Module] = [nn.Conv2d(3, h, p, stride=p), nn.SiLU(), _Res(h)]
+        enc += [_down(h, h) for _ in range(downs)]
+        enc += [_Res(h), nn.Conv2d(h, c, 1)]
+        dec: list[nn.Module] = [nn.Conv2d(c, h, 3, padding=1), nn.SiLU(), _Res(h)]
+        dec += [_up(h, h) for _ in range(downs)]
+        dec += [_Res(h), nn.Conv2d(h, 3 * p * p, 1), nn.PixelShuffle(p)]
         self.enc, self.dec = nn.Sequential(*enc), nn.Sequential(*dec)
         self.grid = cfg.grid
 
