@@ -22,7 +22,7 @@ def test_pixel_codec_round_trips_exactly(tiny):
 def trained_latent():
     clips, _ = moving_squares(40, 6, seed=5)
     wm = WorldModel.from_config("tiny-latent", seed=0)
-    train_codec(wm.net, clips.reshape(-1, 16, 16, 3), steps=700, batch=32, lr=3e-3, seed=0)
+    train_codec(wm.net, clips.reshape(-1, 16, 16, 3), steps=900, batch=32, lr=3e-3, seed=0)
     return wm
 
 

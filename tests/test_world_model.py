@@ -153,6 +153,17 @@ def test_session_errors(tiny):
         tiny.session(batch_size=2).reset(prompt="one prompt for two worlds")
 
 
+def test_bad_session_settings_are_config_errors(tiny):
+    with pytest.raises(ConfigError, match="sampler='jacobl' is not supported.*Did you mean 'jacobi'"):
+        tiny.session(sampler="jacobl")
+    with pytest.raises(ConfigError, match="denoise='tweedy' is not supported.*Did you mean 'tweedie'"):
+        tiny.session(denoise="tweedy")
+    with pytest.raises(ConfigError, match="batch_size must be an int ≥ 1; received 0"):
+        tiny.session(batch_size=0)
+    with pytest.raises(ConfigError, match="temperature > 0"):
+        tiny.session(temperature=0)
+
+
 def test_session_basics(tiny):
     with tiny.session(seed=0) as s:
         first = s.reset(frames=clip(2), actions=["stay"])

@@ -142,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The same scale with the latent codec (16×16 → 4×4×8).
     "tiny-latent": dict(
         name="tiny-latent", height=16, width=16, noise_std=0.2,
-        codec=dict(kind="latent", latent_channels=8, downsample=4, hidden=16),
+        codec=dict(kind="latent", latent_channels=16, downsample=4, hidden=32),
         local=dict(blocks=2, layers=1, width=32, heads=2),
         deep=dict(layers=2, width=64, heads=2, window=4, prompt_tokens=2),
         text=dict(layers=1, width=32, heads=2, max_bytes=32),

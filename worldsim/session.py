@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .denoise import denoise
-from .errors import InvalidAction, SessionStateError
+from .errors import ConfigError, InvalidAction, SessionStateError, suggest
 from .frames import check_action, check_frames
 from .model.cache import DeepState
 from .sampling import SamplerSettings, sample_frame
@@ -52,12 +52,16 @@ class Session:
                  guidance: float = 0.0, temperature: float = 1.0, tol: float = 1e-4, max_iter: int | None = None,
                  chunk: int | None = None, denoise: str = "learned", strict_actions: bool = True,
                  reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
-        if sampler not in ("jacobi", "sequential"):
-            raise ValueError(f"sampler must be 'jacobi' or 'sequential'; received {sampler!r}")
-        if denoise not in ("learned", "tweedie", "none"):
-            raise ValueError(f"denoise must be 'learned', 'tweedie' or 'none'; received {denoise!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1; received {batch_size}")
+        for name, value, allowed in (("sampler", sampler, ("jacobi", "sequential")),
+                                     ("denoise", denoise, ("learned", "tweedie", "none"))):
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r} is not supported; expected one of {list(allowed)}."
+                                  f"{suggest(str(value), allowed)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int ≥ 1; received {batch_size!r}.")
+        if guidance < 0 or temperature <= 0 or tol <= 0:
+            raise ConfigError(f"need guidance ≥ 0, temperature > 0 and tol > 0; received guidance={guidance}, "
+                              f"temperature={temperature}, tol={tol}.")
         self.model, self.net, self.cfg = model, model.net, model.config
         self.batch_size = batch_size
         self.settings = SamplerSettings(sampler, tol, max_iter, chunk, guidance, temperature)
