@@ -275,18 +275,21 @@ def _region(p: np.ndarray, size: int) -> str:
 
 
 def detect_objects(frame: np.ndarray, size: int | None = None,
-                   max_distance: float = 60.0, min_fraction: float = 0.3) -> dict[str, Pos | None]:
+                   max_distance: float = 60.0, min_fraction: float = 0.3,
+                   max_area_factor: float = 3.0) -> dict[str, Pos | None]:
     """Find the agent and block centres in a PushWorld frame by colour thresholding.
 
     Robust to mild blur and noise: a pixel belongs to an object when its RGB L2 distance to the
-    object's colour is below `max_distance`; an object counts as found when at least
-    `min_fraction` of its nominal area matched. The centre is the mean matched pixel coordinate.
+    object's colour is below `max_distance`; the object is the largest 8-connected blob of such pixels
+    and counts as found when its area is between `min_fraction` and `max_area_factor` times the
+    nominal area. The centre is the blob's centroid.
 
     Args:
         frame: (H, W, 3) uint8 RGB frame (H == W).
         size: the world's nominal size (defaults to the frame width) for the nominal areas.
         max_distance: colour distance threshold in RGB units.
-        min_fraction: minimum matched fraction of the nominal object area.
+        min_fraction: minimum blob area as a fraction of the nominal object area.
+        max_area_factor: maximum blob area as a multiple of the nominal area.
 
     Returns:
         {"agent_pos": (x, y) or None, "block_pos": (x, y) or None}.
@@ -299,6 +302,14 @@ def detect_objects(frame: np.ndarray, size: int | None = None,
     nominal = {"agent_pos": (AGENT_COLOUR, np.pi * (4 * s) ** 2), "block_pos": (BLOCK_COLOUR, (8 * s) ** 2)}
     for key, (colour, area) in nominal.items():
         mask = np.linalg.norm(pixels - np.array(colour, np.float32), axis=-1) < max_distance
-        ys, xs = np.nonzero(mask)
-        found[key] = (float(xs.mean()), float(ys.mean())) if len(xs) >= min_fraction * area else None
+        # the largest 8-connected blob of matching colour, of a plausible size: scattered speckle of the
+        # right colour (a noisy generated frame) is not an object, nor is a smear many times its size
+        n, _, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            found[key] = None
+            continue
+        best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        blob = stats[best, cv2.CC_STAT_AREA]
+        ok = min_fraction * area <= blob <= max_area_factor * area
+        found[key] = (float(centroids[best][0]), float(centroids[best][1])) if ok else None
     return found

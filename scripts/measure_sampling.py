@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from worldsim import WorldModel
+from worldsim import WorldModel, WorldSimError
 from worldsim.sampling import SamplerSettings, sample_frame
 
 
@@ -41,17 +41,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="small", help="a preset (random weights) or a checkpoint path/name")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--perturb", type=float, default=0.05,
+                   help="add N(0, perturb²) to every weight of a fresh preset, so no block is the identity")
     a = p.parse_args()
     torch.manual_seed(0)
     try:
         wm = WorldModel.from_config(a.model)
-    except Exception:
+    except WorldSimError:  # not a preset name: a checkpoint
         wm = WorldModel.from_pretrained(a.model)
+    else:
+        with torch.no_grad():
+            for prm in wm.net.parameters():
+                prm.add_(a.perturb * torch.randn_like(prm))
     net, cfg = wm.net, wm.config
     print(f"{wm}; threads={torch.get_num_threads()}; torch {torch.__version__}")
     w = cfg.deep.window
     seq, jac, iters, diff, short, long_ = [], [], [], [], [], []
-    for _ in range(a.reps):
+    for rep in range(a.reps + 1):  # the first repetition is a warm-up and is dropped
         state, cond, z = context_state(wm, w - 1)
         out = {}
         for name, s in (("seq", SamplerSettings("sequential")), ("jac", SamplerSettings("jacobi", tol=1e-4))):
@@ -64,6 +70,9 @@ def main() -> None:
         for frames, acc in ((1, short), (w - 1, long_)):
             st, c, zz = context_state(wm, frames)
             acc.append(timed(lambda st=st, c=c, zz=zz: sample_frame(net, st, c, zz, SamplerSettings("jacobi"))))
+        if rep == 0:
+            for acc in (seq, jac, iters, diff, short, long_):
+                acc.clear()
     clip = np.random.default_rng(0).integers(0, 256, (1, 4 * w, cfg.height, cfg.width, 3), dtype=np.uint8)
     score_t = statistics.median(timed(lambda: wm.score(clip)) for _ in range(a.reps))
     med = statistics.median

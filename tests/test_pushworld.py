@@ -198,3 +198,14 @@ def test_detect_objects_tolerates_blur_and_noise_and_reports_missing():
         assert np.abs(np.subtract(found[key], info[key])).max() <= 1.5
     empty = np.full_like(obs, 30)
     assert detect_objects(empty) == {"agent_pos": None, "block_pos": None}
+
+
+def test_detect_objects_ignores_scattered_speckle_of_the_object_colours():
+    from worldsim.envs.pushworld import AGENT_COLOUR, BLOCK_COLOUR
+
+    rng = np.random.default_rng(0)
+    frame = np.full((64, 64, 3), 30, np.uint8)
+    for colour in (AGENT_COLOUR, BLOCK_COLOUR):  # 150 isolated pixels each: more than an object's area
+        ys, xs = rng.integers(0, 32, 150) * 2, rng.integers(0, 32, 150) * 2
+        frame[ys, xs] = colour
+    assert detect_objects(frame) == {"agent_pos": None, "block_pos": None}
