@@ -1,0 +1,47 @@
+"""Copy a trained checkpoint into the package as a bundled model (half precision, eval figures in meta.json).
+
+Usage: python scripts/bundle_model.py runs/pw64/model --name pushworld-64 --eval eval.json
+Refuses a model over the size limit. Commit the result only when its eval beats the bundled one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from worldsim import WorldModel
+from worldsim.world_model import PRETRAINED_DIR
+
+LIMIT_MB = 25.0
+
+
+def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAINED_DIR) -> Path:
+    wm = WorldModel.from_pretrained(src)
+    if eval_json:
+        wm.meta["eval"] = json.loads(Path(eval_json).read_text())
+    wm.meta["bundled_from"] = str(src)
+    wm.meta["hardware"] = {"machine": platform.machine(), "processor": platform.processor() or "unknown",
+                           "torch": torch.__version__, "threads": torch.get_num_threads()}
+    out = wm.save(dest_root / name, half=True)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    if size > LIMIT_MB:
+        raise SystemExit(f"{out} is {size:.1f} MB, over the {LIMIT_MB} MB limit for bundled models")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("src", help="checkpoint directory (e.g. runs/pw64/model)")
+    p.add_argument("--name", default="pushworld-64", help="bundled model name")
+    p.add_argument("--eval", help="JSON written by `worldsim eval` for this checkpoint")
+    a = p.parse_args()
+    out = bundle(a.src, a.name, a.eval)
+    print(f"bundled {a.src} as {out}")
+
+
+if __name__ == "__main__":
+    main()
