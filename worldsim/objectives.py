@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model.flow import FlowNet, FlowOut
-
-LN2 = float(np.log(2.0))
+from .model.flow import LN2, FlowNet, FlowOut
 
 
 @dataclass

@@ -46,6 +46,3 @@ class EMA:
         for k, v in module.state_dict().items():
             if k in self.shadow:
                 self.shadow[k].lerp_(v, 1 - self.decay)
-
-    def copy_to(self, module: nn.Module) -> None:
-        module.load_state_dict({**module.state_dict(), **self.shadow})

@@ -13,12 +13,12 @@ from .denoise import denoise
 from .errors import ConfigError, InvalidAction, SessionStateError, suggest
 from .frames import check_action, check_frames
 from .model.cache import DeepState
+from .model.flow import LN2
 from .sampling import SamplerSettings, sample_frame
 
 if TYPE_CHECKING:
     from .world_model import WorldModel
 
-LN2 = float(np.log(2.0))
 
 
 @dataclass

@@ -14,10 +14,9 @@ from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import ModelConfig, preset
 from .errors import CheckpointError, InvalidAction, suggest
 from .frames import check_action, check_action_count, check_frames
-from .model.flow import FlowNet
+from .model.flow import LN2, FlowNet
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-LN2 = float(np.log(2.0))
 
 
 def bundled_models() -> list[str]:

@@ -61,13 +61,6 @@ class DeepBlock(nn.Module):
         tok = self.inp(u) + act[:, :, None]
         return torch.cat([(act + self.act_type)[:, :, None], tok], dim=2)
 
-    def start_actions(self, act: Tensor | None, batch: int, frames: int, first: int) -> Tensor:
-        """Per-frame action embeddings (B, T, d) with the learned start embedding at absolute frame 0."""
-        out = act.clone() if act is not None else self.start.expand(batch, frames, -1).clone()
-        if first == 0:
-            out[:, 0] = self.start
-        return out
-
     # ----- the transformer over new slots on top of the cache ----------------------------------------------
     def run(self, state: DeepState, x: Tensor, frame: Tensor, seq: Tensor, pos: Tensor,
             time_keep: Tensor | None = None, commit: bool = False) -> Tensor:

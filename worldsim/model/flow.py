@@ -21,6 +21,7 @@ from .local import ChannelMix, LocalBlock
 from .text import TextEncoder
 
 LOG_2PI = math.log(2 * math.pi)
+LN2 = math.log(2.0)  # nats → bits
 
 
 @dataclass
