@@ -58,10 +58,10 @@ def _score(model: WorldModel, clips: list[np.ndarray], actions: list[list[str]],
 
 
 def _rollout(model: WorldModel, clip: Clip, context: int, actions: list[str], seed: int,
-             bar: tqdm) -> tuple[np.ndarray, float]:
+             bar: tqdm, session: dict[str, Any] | None = None) -> tuple[np.ndarray, float]:
     """Open loop: reset on clip.frames[:context], then one generated frame per action. Returns (len(actions), H, W,
     3) uint8 and the seconds spent generating."""
-    with model.session(seed=seed) as s:
+    with model.session(seed=seed, **(session or {})) as s:
         s.reset(frames=clip.frames[:context], actions=clip.actions[:context - 1])
         frames, start = [], time.perf_counter()
         for a in actions:
@@ -182,7 +182,8 @@ def _check(model: WorldModel, episodes: int, horizon: int, long_horizon: int, co
 
 
 def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon: int = 16, long_horizon: int = 480,
-             context: int = 2, progress: bool = True, out_png: str | os.PathLike | None = None) -> dict:
+             context: int = 2, progress: bool = True, out_png: str | os.PathLike | None = None,
+             session: dict[str, Any] | None = None) -> dict:
     """Measure `model` against the real PushWorld on held-out seeds (DESIGN §10); deterministic for fixed arguments.
 
     Held-out episode i: PushWorld(size=H) reset with world seed `seed + i`, actions from PushWorldPolicy with
@@ -198,6 +199,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         horizon: open-loop steps per episode; errors are reported at k = 1 and k = horizon.
         long_horizon: frames per long rollout for object persistence.
         context: real frames given to the session before it imagines.
+        session: extra Session settings for the rollouts (e.g. {"temperature": 0.7, "guidance": 1.0}).
         progress: tqdm bars (only when stderr is a terminal).
         out_png: where to write the side-by-side filmstrip (None: no picture).
 
@@ -238,7 +240,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
     gen_seconds, gen_frames, gens = 0.0, 0, []
     with _bar(episodes * horizon, "eval: open loop", progress, "frame") as bar:
         for i, clip in enumerate(clips):
-            frames, secs = _rollout(model, clip, context, clip.actions[context - 1:], seed + i, bar)
+            frames, secs = _rollout(model, clip, context, clip.actions[context - 1:], seed + i, bar, session)
             gens.append(frames)
             gen_seconds, gen_frames = gen_seconds + secs, gen_frames + len(frames)
     result: dict[str, Any] = open_loop_metrics(clips, gens, context, horizon, penalty)
@@ -248,7 +250,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
     with _bar(n_long * long_horizon, "eval: long rollouts", progress, "frame") as bar:
         for i, clip in enumerate(clips[:n_long]):
             _, actions = long_actions(size, clip.world_seed, context - 1 + long_horizon)
-            frames, secs = _rollout(model, clip, context, actions[context - 1:], seed + i, bar)
+            frames, secs = _rollout(model, clip, context, actions[context - 1:], seed + i, bar, session)
             gen_seconds, gen_frames = gen_seconds + secs, gen_frames + len(frames)
             for j, frame in enumerate(frames):
                 seen[i, j] = [p is not None for p in detect(frame).values()]
@@ -267,6 +269,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
                   "parameters": sum(p.numel() for p in model.net.parameters())},
         "meta": _meta_summary(model.meta),
         "episodes": episodes, "seed": seed, "horizon": horizon, "long_horizon": long_horizon, "context": context,
+        "session": dict(session or {}),
         "world_seeds": [c.world_seed for c in clips],
         "bits_per_dim": float(real_bpd[:, 1:].mean()),
         "likelihood_space": cfg.likelihood_space,
@@ -311,6 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=_count, default=16, help="open-loop steps (errors at k=1 and k=horizon)")
     parser.add_argument("--long-horizon", type=_count, default=480,
                         help="frames per long rollout for object persistence (480 = 30 s at 16 fps)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the rollouts")
+    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight of the rollouts")
     parser.add_argument("--quick", action="store_true", help="a fast check: at most 4 episodes and 64 long frames")
 
 
@@ -338,7 +343,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     episodes, long_horizon = args.episodes, args.long_horizon
     if args.quick:
         episodes, long_horizon = min(episodes, 4), min(long_horizon, 64)
-    return {"episodes": episodes, "seed": args.seed, "horizon": args.horizon, "long_horizon": long_horizon}
+    return {"episodes": episodes, "seed": args.seed, "horizon": args.horizon, "long_horizon": long_horizon,
+            "session": {"temperature": args.temperature, "guidance": args.guidance}}
 
 
 def run(args: argparse.Namespace) -> int:
