@@ -195,3 +195,20 @@ def test_long_clips_are_scored_in_windows_equal_to_one_pass(tiny):
     with torch.no_grad():
         one_pass = net(x, cond, net.new_state(net.prompt_embeddings([None]))).log_prob[0].numpy()
     np.testing.assert_allclose(windowed, one_pass, rtol=1e-5)
+
+
+def test_frame_context_reanchors_on_the_shown_frame(tiny):
+    def roll(context, seed=3):
+        with tiny.session(seed=seed, context=context) as s:
+            s.reset(frames=clip(2), actions=["stay"])
+            outs = [s.step(a) for a in ACTS]
+            return np.stack([o.frame for o in outs]), s.history
+    a, hist = roll("frame")
+    b, _ = roll("frame")
+    c, _ = roll("sample")
+    np.testing.assert_array_equal(a, b)  # seeded
+    np.testing.assert_array_equal(a[0], c[0])  # the same first sample: only what enters the context differs
+    assert not np.array_equal(a[1:], c[1:])
+    np.testing.assert_array_equal(hist[2:], a)  # the history holds the shown frames
+    with pytest.raises(ConfigError, match="context='noisy' is not supported"):
+        tiny.session(context="noisy")

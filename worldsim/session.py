@@ -44,16 +44,20 @@ class Session:
         temperature: scale of the sampling noise z.
         tol, max_iter, chunk: Jacobi tolerance (max |Δ|), iteration cap and chunk length in tokens.
         denoise: "learned" (causal denoiser), "tweedie" (autograd through the flow), or "none".
+        context: what a generated frame leaves in the context: "sample" (the sampled noisy tokens, as DESIGN §4
+            says) or "frame" (the shown frame re-encoded with fresh σ noise, like `observe`: the noise of one
+            step cannot carry into the next; costs one extra parallel pass per frame).
         strict_actions: reject actions outside the model's vocabulary (with a suggestion).
         reward_fn: optional f(frame uint8 (H, W, 3), action str) -> float replacing the reward head.
     """
 
     def __init__(self, model: WorldModel, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi",
                  guidance: float = 0.0, temperature: float = 1.0, tol: float = 1e-4, max_iter: int | None = None,
-                 chunk: int | None = None, denoise: str = "learned", strict_actions: bool = True,
-                 reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
+                 chunk: int | None = None, denoise: str = "learned", context: str = "sample",
+                 strict_actions: bool = True, reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
         for name, value, allowed in (("sampler", sampler, ("jacobi", "sequential")),
-                                     ("denoise", denoise, ("learned", "tweedie", "none"))):
+                                     ("denoise", denoise, ("learned", "tweedie", "none")),
+                                     ("context", context, ("sample", "frame"))):
             if value not in allowed:
                 raise ConfigError(f"{name}={value!r} is not supported; expected one of {list(allowed)}."
                                   f"{suggest(str(value), allowed)}")
@@ -67,6 +71,7 @@ class Session:
         self.settings = SamplerSettings(sampler, tol, max_iter, chunk, guidance, temperature)
         self.denoise_mode = denoise if (denoise != "learned" or self.net.denoiser is not None) else "tweedie"
         self.strict_actions = strict_actions
+        self.context = context
         self.reward_fn = reward_fn
         self.generator = torch.Generator().manual_seed(seed)
         self.state: DeepState | None = None
@@ -207,16 +212,21 @@ class Session:
         net, b, s = self.net, self.batch_size, self.settings
         z = s.temperature * net.noise((b, self.cfg.tokens_per_frame, self.cfg.token_dim), self.generator)
         before = self.state.clone() if self.denoise_mode == "tweedie" else None
-        sample, self._levels = sample_frame(net, self.state, cond, z, s, self._levels)
+        target = self.state if self.context == "sample" else self.state.clone()
+        sample, levels = sample_frame(net, target, cond, z, s, self._levels)
         x_hat = denoise(net, sample.x, self._x_prev, before, cond[:b], self.denoise_mode)
-        self._x_prev = sample.x
         frames = net.decode_tokens(x_hat[:, None])[:, 0].cpu().numpy()
         reward, term = (t.cpu().numpy() for t in net.deep.heads(sample.h_end))
         if self.reward_fn is not None:
             reward = np.array([self.reward_fn(f, a) for f, a in zip(frames, acts, strict=True)], dtype=np.float32)
-        self.frames.append(frames)
-        if record_action:
-            self.actions.append(list(acts))
+        if self.context == "sample":
+            self._x_prev = sample.x
+            self.frames.append(frames)
+            if record_action:
+                self.actions.append(list(acts))
+        else:  # re-anchor: the shown frame enters the context as an observation (its latents + fresh σ noise)
+            self._observe(frames, list(acts) if record_action else None, first=not record_action)
+        self._levels = levels
         lp = sample.log_prob.cpu().numpy()
         bpd = -lp / (net.dims_per_frame * LN2)
         return StepResult(self._unbatch(frames), self._unbatch(lp), self._unbatch(bpd), self._unbatch(reward),
