@@ -1,4 +1,4 @@
-"""Ground-truth Gymnasium worlds that training data comes from; importing registers them."""
+"""Gymnasium envs: the ground-truth worlds of the training data, and world models as envs; importing registers them."""
 
 from gymnasium.envs.registration import register, registry
 
@@ -7,8 +7,12 @@ from worldsim.config import PUSHWORLD_ACTIONS
 from .pushworld import PushWorld, detect_objects
 
 PUSHWORLD_ID = "worldsim/PushWorld-v0"
+WORLD_MODEL_ID = "worldsim/WorldModel-v0"
 
 if PUSHWORLD_ID not in registry:  # re-import (e.g. importlib.reload) must not register twice
     register(id=PUSHWORLD_ID, entry_point="worldsim.envs.pushworld:PushWorld", max_episode_steps=200)
+if WORLD_MODEL_ID not in registry:
+    register(id=WORLD_MODEL_ID, entry_point="worldsim.envs.world_model_env:WorldModelEnv",
+             vector_entry_point="worldsim.envs.world_model_vector:WorldModelVectorEnv", max_episode_steps=480)
 
-__all__ = ["PUSHWORLD_ACTIONS", "PUSHWORLD_ID", "PushWorld", "detect_objects"]
+__all__ = ["PUSHWORLD_ACTIONS", "PUSHWORLD_ID", "WORLD_MODEL_ID", "PushWorld", "detect_objects"]

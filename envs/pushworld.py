@@ -12,6 +12,7 @@ from gymnasium import spaces
 
 from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.errors import InvalidAction, suggest
+from worldsim.frames import check_discrete_action
 
 # Colours are RGB. They are far apart (> 150 in RGB L2) so colour thresholding can tell them apart.
 FLOOR_COLOUR = (30, 30, 30)
@@ -120,13 +121,7 @@ class PushWorld(gym.Env):
                 raise InvalidAction(f"unknown action {action!r}.{suggest(action, PUSHWORLD_ACTIONS)} "
                                     f"The vocabulary is {list(PUSHWORLD_ACTIONS)}.")
             return action
-        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
-            raise InvalidAction(f"PushWorld(action_mode='discrete') takes an int in [0, 4], got {action!r} "
-                                f"({type(action).__name__}); for phrases make it with action_mode='text'.")
-        if not 0 <= int(action) < len(PUSHWORLD_ACTIONS):
-            raise InvalidAction(f"action {int(action)} is out of range; expected an int in [0, 4] "
-                                f"indexing {list(PUSHWORLD_ACTIONS)}.")
-        return PUSHWORLD_ACTIONS[int(action)]
+        return check_discrete_action(action, PUSHWORLD_ACTIONS, "PushWorld")
 
     # -- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -212,3 +212,9 @@ def test_frame_context_reanchors_on_the_shown_frame(tiny):
     np.testing.assert_array_equal(hist[2:], a)  # the history holds the shown frames
     with pytest.raises(ConfigError, match="context='noisy' is not supported"):
         tiny.session(context="noisy")
+
+
+def test_batched_reset_on_several_frames_without_actions(tiny):
+    with tiny.session(seed=0, batch_size=2) as s:
+        last = s.reset(frames=np.stack([clip(3), clip(3, seed=1)]))
+        assert last.shape == (2, 16, 16, 3) and s.actions == [[None, None], [None, None]]

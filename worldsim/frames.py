@@ -71,3 +71,17 @@ def check_action_count(actions: Sequence | None, frames: int, what: str = "actio
             f"{what}: received {got} for a clip of {frames} frames; expected {frames - 1} "
             "(one action between each pair of consecutive frames). Fix: pass actions=[...] of length T-1."
         )
+
+
+def check_discrete_action(action: object, vocabulary: Sequence[str], owner: str) -> str:
+    """The phrase of a Discrete action: an int (or 0-d integer array) indexing `vocabulary`."""
+    if isinstance(action, np.ndarray) and action.ndim == 0:
+        action = action.item()
+    last = len(vocabulary) - 1
+    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+        raise InvalidAction(f"{owner}(action_mode='discrete') takes an int in [0, {last}]; received "
+                            f"{type(action).__name__} {action!r}. For phrases create it with action_mode='text'.")
+    if not 0 <= int(action) <= last:
+        raise InvalidAction(f"action {int(action)} is out of range; expected an int in [0, {last}] "
+                            f"indexing {list(vocabulary)}.")
+    return vocabulary[int(action)]

@@ -142,7 +142,8 @@ class Session:
         layout = (4,) if self.batch_size == 1 else (5,)
         frames = check_frames(frames, self.cfg.height, self.cfg.width, "frames", ndim=layout)
         clips = frames[None] if self.batch_size == 1 else frames
-        acts = actions if actions is not None else [None] * (clips.shape[1] - 1)
+        acts = actions if actions is not None else [None if self.batch_size == 1 else [None] * self.batch_size
+                                                     for _ in range(clips.shape[1] - 1)]
         for i in range(clips.shape[1]):
             self._observe(clips[:, i], None if i == 0 else self._batch(acts[i - 1], "actions"), first=i == 0)
         return self._unbatch(self.frames[-1])

@@ -1,0 +1,209 @@
+"""`WorldModelEnv` ("worldsim/WorldModel-v0"): a Gymnasium env whose dynamics are a world model's session."""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from worldsim.config import PRESETS
+from worldsim.errors import CheckpointError, ConfigError, SessionStateError, suggest
+from worldsim.frames import check_discrete_action
+from worldsim.session import Session
+from worldsim.world_model import WorldModel, bundled_models
+
+from .pushworld import PushWorld
+
+RESET_OPTIONS = ("frames", "prompt", "world_seed", "actions")
+# Session arguments the env owns: they come from the env's own arguments or its seeded generator.
+_OWNED_SESSION_KWARGS = {"seed": "reset(seed=...)", "batch_size": "num_envs (vector env)",
+                         "strict_actions": "strict_text", "reward_fn": "reward_fn"}
+_SEED_BOUND = 2**31 - 1
+
+
+class ActionText(spaces.Text):
+    """Text actions (printable, ≤ 64 characters) whose `sample()` draws a phrase of the model's vocabulary.
+
+    With strict=True only vocabulary phrases are members; otherwise any printable text is.
+    """
+
+    def __init__(self, vocabulary: Sequence[str], strict: bool = True,
+                 seed: int | np.random.Generator | None = None) -> None:
+        super().__init__(max_length=64, min_length=0, charset=string.printable, seed=seed)
+        self.vocabulary = tuple(vocabulary)
+        self.strict = strict
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        """A vocabulary phrase drawn uniformly (mask and probability are not supported)."""
+        return self.vocabulary[int(self.np_random.integers(len(self.vocabulary)))]
+
+    def contains(self, x: Any) -> bool:
+        return super().contains(x) and (not self.strict or x in self.vocabulary)
+
+    def __repr__(self) -> str:
+        return f"ActionText({list(self.vocabulary)}, strict={self.strict})"
+
+
+def load_world_model(model: str | os.PathLike | WorldModel) -> WorldModel:
+    """A WorldModel as given, or loaded: a checkpoint directory or bundled name (`from_pretrained`), or a preset
+    name such as 'tiny' (`from_config`: freshly initialised, untrained)."""
+    if isinstance(model, WorldModel):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"model must be a WorldModel, a checkpoint path, a bundled name or a preset name; "
+                          f"received {type(model).__name__} {model!r}.")
+    name, bundled = str(model), bundled_models()
+    if Path(name).exists() or name in bundled:
+        return WorldModel.from_pretrained(model)
+    if isinstance(model, str) and name in PRESETS:
+        return WorldModel.from_config(name)
+    if os.sep not in name and (os.altsep or os.sep) not in name:
+        raise CheckpointError(f"no checkpoint directory, bundled model or preset named {name!r}."
+                              f"{suggest(name, [*bundled, *PRESETS])} Fix: pass a directory written by "
+                              f"WorldModel.save, a bundled model ({', '.join(bundled) or 'none in this install'}) or "
+                              f"a preset ({', '.join(PRESETS)}; untrained).")
+    return WorldModel.from_pretrained(model)  # a missing directory: CheckpointError naming the path
+
+
+def action_space_for(model: WorldModel, action_mode: str, strict_text: bool) -> spaces.Space:
+    """Discrete(len(vocabulary)) or ActionText over the model's vocabulary."""
+    if action_mode == "discrete":
+        return spaces.Discrete(len(model.vocabulary))
+    if action_mode == "text":
+        return ActionText(model.vocabulary, strict=strict_text)
+    raise ConfigError(f"action_mode={action_mode!r} is not supported; expected 'discrete' or 'text'."
+                      f"{suggest(str(action_mode), ('discrete', 'text'))}")
+
+
+def action_text(action: Any, vocabulary: Sequence[str], action_mode: str) -> Any:
+    """The text the session receives: vocabulary[i] for a discrete action; a text action as given (the session
+    validates it, suggesting the closest phrase for an unknown one in strict mode)."""
+    if action_mode == "text":
+        return action
+    return check_discrete_action(action, vocabulary, "WorldModelEnv")
+
+
+def session_settings(session_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Validated extra `Session` settings (sampler, guidance, temperature, …); the env owns seed and batch."""
+    kwargs = dict(session_kwargs or {})
+    for key, owner in _OWNED_SESSION_KWARGS.items():
+        if key in kwargs:
+            raise ConfigError(f"session_kwargs[{key!r}] is set by the env; pass it as {owner} instead.")
+    return kwargs
+
+
+def world_frame(height: int, width: int, world_seed: int) -> np.ndarray:
+    """The first frame of the real PushWorld reset with `world_seed`: uint8 (1, H, W, 3).
+
+    PushWorld draws square rooms of ≥ 32 px; other frame sizes get a 64 px room resized with area averaging.
+    """
+    side = height if height == width and height >= 32 else 64
+    frame, _ = PushWorld(render_mode="rgb_array", size=side).reset(seed=int(world_seed))
+    if (side, side) != (height, width):
+        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+    return frame[None]
+
+
+def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Reset options with known keys only, and at most one source of first frames."""
+    options = dict(options or {})
+    for key in options:
+        if key not in RESET_OPTIONS:
+            raise ConfigError(f"unknown reset option {key!r}; expected keys among {list(RESET_OPTIONS)}."
+                              f"{suggest(str(key), RESET_OPTIONS)}")
+    if "frames" in options and "world_seed" in options:
+        raise ConfigError("reset options 'frames' and 'world_seed' both give the first frames; pass one of them.")
+    if "actions" in options and "frames" not in options:
+        raise ConfigError("reset option 'actions' (between the given first frames) needs 'frames' as well.")
+    return options
+
+
+class WorldModelEnv(gym.Env):
+    """Gymnasium env whose next frame is imagined by a world model (one `Session` per episode).
+
+    Args:
+        model: a WorldModel, a checkpoint directory, a bundled model name, or a preset name (untrained).
+        action_mode: "discrete" (Discrete over the vocabulary) or "text" (ActionText phrases).
+        strict_text: in text mode, reject phrases outside the vocabulary (InvalidAction with a suggestion).
+        render_mode: "rgb_array" or None.
+        session_kwargs: extra `Session` settings (sampler, guidance, temperature, tol, denoise, …).
+        reward_fn: optional f(frame uint8 (H, W, 3), action str) -> float replacing the model's reward head.
+
+    Observations are uint8 (H, W, 3) frames. `reset(options=...)` takes {"frames": uint8 (t0, H, W, 3)} (with
+    optional "actions": t0-1 phrases), {"prompt": str} (imagine frame 0; may go with "frames"), or
+    {"world_seed": int} (the real PushWorld's first frame); by default a world seed drawn from `np_random`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 16}
+
+    def __init__(self, model: str | os.PathLike | WorldModel = "pushworld-64",
+                 action_mode: Literal["discrete", "text"] = "discrete", strict_text: bool = True,
+                 render_mode: str | None = "rgb_array", session_kwargs: dict[str, Any] | None = None,
+                 reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ConfigError(f"render_mode={render_mode!r} is not supported; use 'rgb_array' or None.")
+        self.model = load_world_model(model)
+        cfg = self.model.config
+        self.metadata = {**self.metadata, "render_fps": cfg.fps}
+        self.render_mode = render_mode
+        self.action_mode = action_mode
+        self.action_space = action_space_for(self.model, action_mode, strict_text)
+        self.observation_space = spaces.Box(0, 255, (cfg.height, cfg.width, 3), np.uint8)
+        self.strict_text = strict_text
+        self.reward_fn = reward_fn
+        self.session_kwargs = session_settings(session_kwargs)
+        self.session: Session | None = None
+        self._frame: np.ndarray | None = None
+
+    def _open_session(self) -> Session:
+        if self.session is not None:
+            self.session.close()
+        seed = int(self.np_random.integers(_SEED_BOUND))
+        self.session = self.model.session(seed=seed, strict_actions=self.strict_text or self.action_mode != "text",
+                                          reward_fn=self.reward_fn, **self.session_kwargs)
+        return self.session
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; returns (frame uint8 (H, W, 3), info). info has "world_seed" when PushWorld drew it."""
+        super().reset(seed=seed)
+        options = check_options(options)
+        session = self._open_session()
+        info: dict[str, Any] = {}
+        frames = options.get("frames")
+        if frames is None and "prompt" not in options:
+            info["world_seed"] = int(options.get("world_seed", self.np_random.integers(_SEED_BOUND)))
+            frames = world_frame(self.model.config.height, self.model.config.width, info["world_seed"])
+        frame = session.reset(frames=frames, prompt=options.get("prompt"), actions=options.get("actions"))
+        self._frame = np.array(frame, copy=True)
+        return self._frame.copy(), info
+
+    def step(self, action: int | str) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Imagine the next frame; returns (frame uint8 (H, W, 3), reward, terminated, truncated=False, info) with
+        info = {"log_prob": nats, "bits_per_dim", "iterations": sampler iterations, "action_text"}."""
+        if self.session is None:
+            raise SessionStateError("step called before reset; call env.reset() first.")
+        text = action_text(action, self.model.vocabulary, self.action_mode)
+        out = self.session.step(text)
+        self._frame = np.array(out.frame, copy=True)
+        info = {"log_prob": float(out.log_prob), "bits_per_dim": float(out.bits_per_dim),
+                "iterations": int(out.info["iterations"]), "action_text": str(text)}
+        return self._frame.copy(), float(out.reward), bool(out.terminated), False, info
+
+    def render(self) -> np.ndarray | None:
+        """The last frame, uint8 (H, W, 3), with render_mode 'rgb_array' (None before the first reset)."""
+        if self.render_mode != "rgb_array" or self._frame is None:
+            return None
+        return self._frame.copy()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
