@@ -141,6 +141,8 @@ def test_session_errors(tiny):
         s.step("stay")
     with pytest.raises(SessionStateError, match="needs frames=... .* or prompt=..."):
         s.reset()
+    with pytest.raises(InvalidAction, match="unknown action 'sty'.*Did you mean 'stay'"):
+        s.reset(frames=clip(2), actions=["sty"])
     s.reset(frames=clip(2), actions=["stay"])
     with pytest.raises(InvalidAction, match="unknown action 'move lft'.*Did you mean 'move left'"):
         s.step("move lft")

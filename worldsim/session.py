@@ -144,8 +144,11 @@ class Session:
         clips = frames[None] if self.batch_size == 1 else frames
         acts = actions if actions is not None else [None if self.batch_size == 1 else [None] * self.batch_size
                                                      for _ in range(clips.shape[1] - 1)]
+        vocab = self.model.vocabulary
         for i in range(clips.shape[1]):
-            self._observe(clips[:, i], None if i == 0 else self._batch(acts[i - 1], "actions"), first=i == 0)
+            step = None if i == 0 else [None if a is None else check_action(a, vocab, self.strict_actions)
+                                        for a in self._batch(acts[i - 1], "actions")]
+            self._observe(clips[:, i], step, first=i == 0)
         return self._unbatch(self.frames[-1])
 
     @torch.no_grad()
