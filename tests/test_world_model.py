@@ -220,3 +220,22 @@ def test_batched_reset_on_several_frames_without_actions(tiny):
     with tiny.session(seed=0, batch_size=2) as s:
         last = s.reset(frames=np.stack([clip(3), clip(3, seed=1)]))
         assert last.shape == (2, 16, 16, 3) and s.actions == [[None, None], [None, None]]
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.0])
+def test_fork_into_a_batch_copies_the_world_k_times(tiny, guidance):
+    with tiny.session(seed=0, guidance=guidance) as s:
+        s.reset(frames=clip(2), actions=["stay"])
+        s.step("move up")
+        child = s.fork(batch_size=3)
+        n = s.state.cache.length
+        for parent_k, child_k in zip(s.state.cache.k, child.state.cache.k, strict=True):
+            half = parent_k.shape[0]  # 1, or 2 with guidance ([cond; uncond])
+            for r in range(half):
+                for i in range(3):
+                    assert torch.equal(child_k[r * 3 + i, :, :n], parent_k[r, :, :n])
+        out = child.step(["move left", "stay", "move up"])
+        assert out.frame.shape == (3, 16, 16, 3) and child.history.shape == (3, 4, 16, 16, 3)
+        assert len(s.history) == 3  # the parent is untouched
+    with tiny.session(batch_size=2) as s, pytest.raises(ConfigError, match="needs a batch-1 session"):
+        s.fork(batch_size=4)

@@ -168,9 +168,17 @@ class Session:
         acts = self._actions(action) if action is not None else None
         return self._unbatch(self._observe(frame if self.batch_size > 1 else frame[None], acts, first=False))
 
-    def fork(self, seed: int | None = None) -> Session:
-        """An independent copy (cache, generator, history). seed=None continues the parent's generator state."""
+    def fork(self, seed: int | None = None, batch_size: int | None = None) -> Session:
+        """An independent copy (cache, generator, history). seed=None continues the parent's generator state.
+
+        batch_size=K on a batch-1 session gives K copies of its world in one batched session (planners imagine
+        K futures in one forward pass per step).
+        """
         self._check_open(need_reset=False)
+        k = batch_size or self.batch_size
+        if k != self.batch_size and self.batch_size != 1:
+            raise ConfigError(f"fork(batch_size={k}) needs a batch-1 session; this one has batch_size="
+                              f"{self.batch_size}. Fork it per world, or keep the batch size.")
         child = Session.__new__(Session)
         child.__dict__.update(self.__dict__)
         child.generator = torch.Generator()
@@ -178,8 +186,14 @@ class Session:
             child.generator.set_state(self.generator.get_state())
         else:
             child.generator.manual_seed(seed)
-        child.state = None if self.state is None else self.state.clone()
-        child.frames, child.actions = list(self.frames), [list(a) for a in self.actions]
+        rows = torch.arange(self.batch_size * (2 if self.guided else 1)).repeat_interleave(k // self.batch_size)
+        rep = lambda t: None if t is None else t[rows[: t.shape[0] * k // self.batch_size]].clone()
+        child.batch_size = k
+        child.state = None if self.state is None else self.state.select(rows.to(self.net.device))
+        child._x_prev = rep(self._x_prev)
+        child._levels = None if self._levels is None else [rep(t) for t in self._levels]
+        child.frames = [np.repeat(f, k // self.batch_size, axis=0) for f in self.frames]
+        child.actions = [list(a) * (k // self.batch_size) for a in self.actions]
         child.settings = replace(self.settings)
         return child
 

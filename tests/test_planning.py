@@ -1,0 +1,38 @@
+"""CEM planning over batched forks of a real (tiny) session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worldsim.errors import ConfigError
+from worldsim.planning import cem, goal_frame, mpc_action, plausible, predicted_reward
+
+
+def session(wm, reward_fn=None):
+    s = wm.session(seed=0, reward_fn=reward_fn)
+    s.reset(frames=np.zeros((1, 16, 16, 3), np.uint8))
+    return s
+
+
+def test_cem_finds_the_rewarded_sequence(tiny):
+    s = session(tiny, reward_fn=lambda frame, action: float(action == "move up"))
+    plan = cem(s, predicted_reward, horizon=3, population=32, elites=4, iterations=4, seed=0)
+    assert plan.actions == ["move up"] * 3 and plan.score == 3.0
+    assert len(s.history) == 1  # planning does not advance the session
+    assert mpc_action(s, predicted_reward, horizon=3, population=32, iterations=4) == "move up"
+
+
+def test_goal_and_plausibility_objectives_score_each_imagined_world(tiny):
+    s = session(tiny)
+    world = s.fork(batch_size=4)
+    out = world.step(["stay", "move up", "move left", "stay"])
+    goal = goal_frame(np.zeros((16, 16, 3), np.uint8))(out, 0)
+    assert goal.shape == (4,) and (goal <= 0).all()
+    penalised = plausible(goal_frame(np.zeros((16, 16, 3), np.uint8)), 0.5)(out, 0)
+    np.testing.assert_allclose(penalised, goal - 0.5 * np.asarray(out.bits_per_dim))
+
+
+def test_cem_rejects_bad_settings(tiny):
+    with pytest.raises(ConfigError, match="elites ≤ population"):
+        cem(session(tiny), predicted_reward, population=4, elites=8)
