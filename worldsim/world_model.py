@@ -153,6 +153,15 @@ class WorldModel:
         outs = [net(x[:, a : a + w], cond[:, a : a + w], state) for a in range(0, x.shape[1], w)]
         return torch.cat([o.log_prob for o in outs], 1), torch.cat([o.token_log_prob for o in outs], 1)
 
+    def counterfactual(self, clip: np.ndarray, actions: list[str], new_actions: list[str], from_step: int,
+                       prompt: str | None = None, new_prompt: str | None = None) -> np.ndarray:
+        """Replay a recorded clip's exact noise under other actions from `from_step` on ("what if?").
+
+        See `worldsim.counterfactual.counterfactual`; returns uint8 (T, H, W, 3)."""
+        from .counterfactual import counterfactual
+
+        return counterfactual(self, clip, actions, new_actions, from_step, prompt, new_prompt)
+
     def session(self, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi", **settings: Any):
         """A stateful session (see `worldsim.session.Session` for the settings)."""
         from .session import Session
