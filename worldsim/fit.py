@@ -34,7 +34,7 @@ def train_codec(net: FlowNet, frames: np.ndarray, steps: int, batch: int = 32, l
     codec.train()
     for step in tqdm(range(steps), desc="codec", disable=not progress):
         idx = torch.from_numpy(gen.integers(0, len(frames), batch))
-        x = data[idx].permute(0, 3, 1, 2).float()[:, None] / 127.5 - 1.0
+        x = data[idx].to(net.device).permute(0, 3, 1, 2).float()[:, None] / 127.5 - 1.0
         loss = codec.loss(x, net.cfg.noise_std)
         clipped_step(opt, loss, params, lr_at(step, steps, lr, max(1, steps // 20)))
         losses.append(loss.item())
@@ -51,7 +51,7 @@ def codec_mse(net: FlowNet, frames: np.ndarray, noisy: bool = False, seed: int =
     z = net.encode_frames(x)
     if noisy:
         z = z + net.cfg.noise_std * net.noise(z.shape, torch.Generator().manual_seed(seed))
-    rec = net.decode_tokens(z)
+    rec = net.decode_tokens(z).cpu()
     return float(((rec.float() - x.float()) / 127.5).pow(2).mean())
 
 

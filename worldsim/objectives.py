@@ -60,5 +60,5 @@ def heads_loss(net: FlowNet, out: FlowOut, batch: Batch) -> Tensor:
     h = out.h_end[:, 1:]
     reward = net.deep.reward(h).squeeze(-1)
     term = net.deep.termination(h).squeeze(-1)
-    term_loss = F.binary_cross_entropy_with_logits(term, batch.terminated.float())
-    return F.mse_loss(reward, batch.rewards.float()) + term_loss
+    term_loss = F.binary_cross_entropy_with_logits(term, batch.terminated.to(term.device).float())
+    return F.mse_loss(reward, batch.rewards.to(reward.device).float()) + term_loss

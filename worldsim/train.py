@@ -51,6 +51,7 @@ class TrainSettings:
     checkpoint_every_s: float = 300.0
     seed: int = 0
     bf16: bool = False
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", …
 
 
 class TrainStep(nn.Module):
@@ -89,18 +90,27 @@ def sample_batch(data: Dataset, episodes: list[int], s: TrainSettings, rng: np.r
     return Batch(torch.from_numpy(frames), actions, prompts, torch.from_numpy(rewards), torch.from_numpy(term))
 
 
-def _dist() -> tuple[int, int]:
-    """(rank, world size); initialises torch.distributed under torchrun (gloo on CPU, NCCL on GPU)."""
+def _dist(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises torch.distributed under torchrun (gloo on CPU, NCCL on GPU).
+
+    With CUDA each process takes the GPU of its LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank() if world > 1 else 0), world
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return (torch.distributed.get_rank() if world > 1 else 0), world, dev
 
 
 def ranks_in_sync(net: nn.Module) -> bool:
     """True when every rank holds bit-identical weights (checked through an all-gather of checksums)."""
     flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
-    sums = torch.stack([flat.sum(), flat.abs().sum(), (flat * torch.arange(len(flat), dtype=torch.float64)).sum()])
+    index = torch.arange(len(flat), dtype=torch.float64, device=flat.device)
+    sums = torch.stack([flat.sum(), flat.abs().sum(), (flat * index).sum()])
     gathered = [torch.zeros_like(sums) for _ in range(torch.distributed.get_world_size())]
     torch.distributed.all_gather(gathered, sums)
     return all(torch.equal(g, gathered[0]) for g in gathered)
@@ -127,7 +137,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     """
     from tqdm import tqdm
 
-    rank, world = _dist()
+    rank, world, device = _dist(s.device)
     out = Path(out_dir)
     data = Dataset(data_dir)
     if data.frame_size != (config.height, config.width):
@@ -142,6 +152,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
         net_state, ema_state, opt_state, meta = load_state(out / "state", net)
         step, codec_done = int(meta["step"]), bool(meta["codec_done"])
         logger.info("resumed from %s at step %d", out / "state", step)
+    net.to(device)
     t_start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     metrics = (out / "metrics.jsonl").open("a") if rank == 0 else None
@@ -172,10 +183,11 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
         opt.load_state_dict(opt_state)
     ema = EMA(net, s.ema)
     if ema_state is not None:
-        ema.shadow = ema_state
+        ema.shadow = {k: v.to(device) for k, v in ema_state.items()}
     step_fn = TrainStep(net)
     if world > 1:
-        step_fn = nn.parallel.DistributedDataParallel(step_fn, find_unused_parameters=True)
+        step_fn = nn.parallel.DistributedDataParallel(
+            step_fn, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     last_ckpt, t0, done_at_start = time.time(), time.time(), step
     bar = tqdm(total=s.steps, initial=step, desc="flow", disable=not progress or rank != 0 or not sys.stderr.isatty())
     net.train()
@@ -207,7 +219,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
             opt.param_groups[0]["lr"] = lr
             if den_params:
                 opt.param_groups[1]["lr"] = lr_at(step, s.steps, s.denoiser_lr, s.warmup)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.bf16):
                 loss, logs = step_fn(batch, gen, int(rng.integers(1, s.frames)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -273,6 +285,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=float, default=TrainSettings.checkpoint_every_s, help="seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, noise and initialisation")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (affine math stays float32)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state")
     p.add_argument("--stop-after", type=float, help="stop (with a checkpoint) after this many seconds")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -286,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.merged(**json.loads(Path(args.config).read_text()))
     s = TrainSettings(steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, warmup=args.warmup,
                       codec_steps=args.codec_steps, checkpoint_every_s=args.checkpoint_every, seed=args.seed,
-                      bf16=args.bf16)
+                      bf16=args.bf16, device=args.device)
     path = train(args.data, args.out, cfg, s, resume=args.resume, stop_after_s=args.stop_after)
     print(f"model written to {path}")
     return 0
