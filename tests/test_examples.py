@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -38,3 +39,11 @@ def test_what_if_example(model, tmp_path):
     out = run("what_if.py", "--model", str(model), "--frames", "5", "--from-step", "2", "--out", "w", cwd=tmp_path)
     assert "recorded (right) vs replayed from step 2" in out
     assert (tmp_path / "w.png").stat().st_size > 0 and (tmp_path / "w.mp4").stat().st_size > 0
+
+
+def test_plan_push_example(model, tmp_path):
+    out = run("plan_push.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
+              "--population", "4", "--iterations", "1", "--replan-every", "1", "--json", "r.json", cwd=tmp_path)
+    assert "random: success" in out and "model: success" in out and "real: success" in out
+    rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
+    assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())

@@ -50,27 +50,43 @@ class Plan:
     history: list[float]  # best score per iteration
 
 
-def cem(session: Session, objective: Objective, horizon: int = 8, population: int = 32, elites: int = 4,
-        iterations: int = 3, vocabulary: Sequence[str] | None = None, seed: int = 0, smoothing: float = 0.3) -> Plan:
-    """Cross-entropy method: sample action sequences from per-step categorical distributions, imagine them all
-    in one batched fork, refit the distributions to the `elites` best (mixed with the previous distributions by
-    `smoothing`, which keeps exploring), repeat. `session` is not modified."""
+# simulate(population of action sequences) -> (population,) summed objective: imagined or real
+Simulator = Callable[[list[list[str]]], np.ndarray]
+
+
+def imagined(session: Session, objective: Objective, seed: int = 0) -> Simulator:
+    """Score action sequences in imagination: one batched fork of `session` per call (the session is untouched)."""
     if session.batch_size != 1:
-        raise ConfigError(f"cem plans for a batch-1 session; received batch_size={session.batch_size}.")
+        raise ConfigError(f"planning needs a batch-1 session; received batch_size={session.batch_size}.")
+    calls = [0]
+
+    def simulate(plans: list[list[str]]) -> np.ndarray:
+        calls[0] += 1
+        world = session.fork(seed=seed * 1000 + calls[0], batch_size=len(plans))
+        total = np.zeros(len(plans))
+        for t in range(len(plans[0])):
+            total += objective(world.step([p[t] for p in plans]), t)
+        world.close()
+        return total
+
+    return simulate
+
+
+def cem_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8, population: int = 32,
+               elites: int = 4, iterations: int = 3, seed: int = 0, smoothing: float = 0.3) -> Plan:
+    """Cross-entropy method: sample action sequences from per-step categorical distributions, score them with
+    `simulate`, refit the distributions to the `elites` best (mixed with the previous distributions by
+    `smoothing`, which keeps exploring), repeat."""
     if not 1 <= elites <= population:
         raise ConfigError(f"need 1 ≤ elites ≤ population; received elites={elites}, population={population}.")
-    vocab = list(vocabulary or session.model.vocabulary)
+    vocab = list(vocabulary)
     rng = np.random.default_rng(seed)
     probs = np.full((horizon, len(vocab)), 1.0 / len(vocab))
     best: tuple[float, list[str]] = (-np.inf, [])
     history = []
-    for it in range(iterations):
+    for _ in range(iterations):
         idx = np.stack([rng.choice(len(vocab), size=population, p=p) for p in probs], axis=1)  # (pop, horizon)
-        world = session.fork(seed=seed * 1000 + it, batch_size=population)
-        total = np.zeros(population)
-        for t in range(horizon):
-            total += objective(world.step([vocab[i] for i in idx[:, t]]), t)
-        world.close()
+        total = simulate([[vocab[i] for i in row] for row in idx])
         order = np.argsort(-total)
         if total[order[0]] > best[0]:
             best = (float(total[order[0]]), [vocab[i] for i in idx[order[0]]])
@@ -78,6 +94,13 @@ def cem(session: Session, objective: Objective, horizon: int = 8, population: in
         counts = np.stack([np.bincount(idx[order[:elites], t], minlength=len(vocab)) for t in range(horizon)])
         probs = (1 - smoothing) * counts / elites + smoothing * probs
     return Plan(best[1], best[0], history)
+
+
+def cem(session: Session, objective: Objective, horizon: int = 8, population: int = 32, elites: int = 4,
+        iterations: int = 3, vocabulary: Sequence[str] | None = None, seed: int = 0, smoothing: float = 0.3) -> Plan:
+    """CEM in imagination: every candidate plan of an iteration is imagined in one batched fork of `session`."""
+    return cem_search(imagined(session, objective, seed), vocabulary or session.model.vocabulary, horizon,
+                      population, elites, iterations, seed, smoothing)
 
 
 def mpc_action(session: Session, objective: Objective, **cem_kwargs) -> str:
