@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from worldsim import WorldModel, __version__
@@ -101,3 +102,26 @@ def test_demo_on_a_tiny_checkpoint(tiny_path: Path, tmp_path: Path) -> None:
     assert summary["likelihood_space"] == "pixels" and len(summary["rows"]) == 4
     assert [r["action"] for r in summary["rows"]] == ["move right"] * 4
     assert len(summary["real_bits_per_dim"]) == 4
+
+
+def test_serve_answers_a_remote_client_and_stops_on_sigterm(tiny_path: Path) -> None:
+    import signal
+
+    from worldsim.bridges import RemoteWorldModel
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "worldsim.cli", "serve", "--model", str(tiny_path), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().startswith("NOTE: checkpoint")  # untrained, and it says so
+        line = proc.stdout.readline()
+        assert line.startswith("serving WorldModel('tiny'") and "tcp://127.0.0.1:" in line
+        endpoint = line.split(" on ")[1].split()[0]
+        remote = RemoteWorldModel(endpoint, timeout_s=10.0)
+        with remote.session(seed=0) as s:
+            s.reset(frames=np.zeros((1, 16, 16, 3), np.uint8))
+            assert s.step("stay").frame.shape == (16, 16, 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()

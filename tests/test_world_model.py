@@ -141,6 +141,8 @@ def test_session_errors(tiny):
         s.step("stay")
     with pytest.raises(SessionStateError, match="needs frames=... .* or prompt=..."):
         s.reset()
+    with pytest.raises(InvalidAction, match="actions between the reset frames: received 2 for a clip of 2 frames"):
+        s.reset(frames=clip(2), actions=["stay", "stay"])
     with pytest.raises(InvalidAction, match="unknown action 'sty'.*Did you mean 'stay'"):
         s.reset(frames=clip(2), actions=["sty"])
     s.reset(frames=clip(2), actions=["stay"])

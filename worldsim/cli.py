@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -98,6 +99,28 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .bridges import BridgeServer
+    from .demo import load_model
+
+    wm, note = load_model(args.model)
+    if note:
+        print(note, flush=True)
+    host = args.bind
+    pub = f"tcp://{host}:{args.port + 1}" if args.port else None
+    server = BridgeServer(wm, f"tcp://{host}:{args.port}", pub_address=pub)
+    server.bind()
+    print(f"serving {wm} on {server.endpoint}" + (f", frames on {pub}" if pub else "") + " (Ctrl-C stops)",
+          flush=True)
+
+    def terminate(*_: object) -> None:  # SIGTERM shuts down like Ctrl-C: sockets closed, exit 0
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    server.serve_forever()
+    return 0
+
+
 # ----- parser ---------------------------------------------------------------------------------------------------
 def _module(name: str) -> ModuleType | None:
     """The subcommand's module, or None while it is not part of this install (other import errors propagate)."""
@@ -150,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='with --import-videos: one {"video", "actions", "caption"} object per line')
     p.add_argument("--size", type=_positive_int, help="with --import-videos: resize frames to SIZE×SIZE")
     p.set_defaults(handler=_record)
+
+    p = add("serve", "serve a model over the ZeroMQ bridge (control ROUTER on PORT, frame PUB on PORT+1)")
+    p.add_argument("--model", default="pushworld-64", help="bundled model name, checkpoint directory, or preset")
+    p.add_argument("--port", type=int, default=5555, help="control port; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--bind", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.set_defaults(handler=_serve)
 
     for name, (module_name, help_text) in MODULE_COMMANDS.items():
         module = _module(module_name)

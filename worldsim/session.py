@@ -11,7 +11,7 @@ import torch
 
 from .denoise import denoise
 from .errors import ConfigError, InvalidAction, SessionStateError, suggest
-from .frames import check_action, check_frames
+from .frames import check_action, check_action_count, check_frames
 from .model.cache import DeepState
 from .model.flow import LN2
 from .sampling import SamplerSettings, sample_frame
@@ -142,6 +142,8 @@ class Session:
         layout = (4,) if self.batch_size == 1 else (5,)
         frames = check_frames(frames, self.cfg.height, self.cfg.width, "frames", ndim=layout)
         clips = frames[None] if self.batch_size == 1 else frames
+        if actions is not None:
+            check_action_count(actions, clips.shape[1], "actions between the reset frames")
         acts = actions if actions is not None else [None if self.batch_size == 1 else [None] * self.batch_size
                                                      for _ in range(clips.shape[1] - 1)]
         vocab = self.model.vocabulary
