@@ -19,7 +19,6 @@ from .errors import CheckpointError, WorldSimError, suggest
 from .world_model import WorldModel, bundled_models
 
 DEFAULT_MODEL = "pushworld-64"
-FALLBACK_PRESET = "small"
 # One lap of the room, then a pause; cycled or truncated to the number of steps.
 SCRIPT = ("move right",) * 8 + ("move down",) * 8 + ("move left",) * 8 + ("move up",) * 8 + ("stay",) * 8
 VIDEO_FPS = 16
@@ -30,8 +29,7 @@ FILMSTRIP_COLUMNS = 8
 def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> tuple[WorldModel, str | None]:
     """Resolve a model for the CLI: a checkpoint directory, a bundled name, or a preset name (untrained).
 
-    The bundled default (`pushworld-64`) falls back to a freshly initialised `small` model while it is
-    not shipped. Returns (model, note); the note says plainly when the model is untrained, else None.
+    Returns (model, note); the note says plainly when the model is untrained, else None.
     Any other name raises CheckpointError (with a suggestion for a misspelt name).
     """
     name = str(name_or_path)
@@ -44,10 +42,6 @@ def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> tuple[WorldMod
         return WorldModel.from_config(name, seed=seed), (
             f"NOTE: {name!r} is a preset, not a trained checkpoint: a freshly initialised (untrained) model — "
             "its frames are noise-like by design.")
-    if name == DEFAULT_MODEL:
-        return WorldModel.from_config(FALLBACK_PRESET, seed=seed), (
-            f"NOTE: the bundled model {DEFAULT_MODEL!r} is not in this install yet; running a freshly "
-            f"initialised (untrained) {FALLBACK_PRESET!r} model — its frames are noise-like by design.")
     if os.sep not in name and (os.altsep or os.sep) not in name:
         known = sorted({*bundled_models(), DEFAULT_MODEL, *PRESETS})
         bundled = ", ".join(bundled_models()) or "none in this install"
@@ -159,8 +153,8 @@ def run_demo(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODE
 
     Args:
         out_dir: folder for rollout.mp4, filmstrip.png and summary.json (created if missing).
-        model: bundled name, checkpoint directory, or preset name (presets are untrained); the default falls
-            back to an untrained `small` model while `pushworld-64` is not bundled.
+        model: bundled name (default: the trained `pushworld-64`), checkpoint directory, or preset name
+            (presets are untrained, and the note says so).
         steps: number of imagined frames after the real first frame.
         seed: world layout and sampling seed.
         progress: show a tqdm bar (only when stderr is a terminal).
