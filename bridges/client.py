@@ -5,35 +5,66 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
 
+from worldsim.errors import ConfigError
 from worldsim.session import StepResult
 from worldsim.world_model import ScoreReport
 
+from .auth import curve_client
 from .protocol import DTYPES, PROTOCOL_VERSION, BridgeError, BridgeTimeout, Reply, decode, encode
 
 
+@dataclass(frozen=True)
+class RemoteConfig:
+    """What `hello` says about the served model: the parts of `ModelConfig` a client needs."""
+
+    name: str
+    height: int
+    width: int
+    fps: float
+    actions: tuple[str, ...]
+    likelihood_space: str
+    dims_per_frame: int
+
+
 class RemoteWorldModel:
-    """A client of a `BridgeServer`. Mirrors `WorldModel.session` and `WorldModel.score`.
+    """A client of a `BridgeServer`. Mirrors `WorldModel.session`, `WorldModel.score`, `.config` and `.vocabulary`,
+    so code written for a local model (e.g. `WorldModelEnv`) runs against a server unchanged.
 
     Args:
         address: the server's endpoint ("tcp://host:port") or a port on loopback.
         timeout_s: how long to wait for each reply.
         retries: how many times to resend the same request (same id and seq) after a timeout before raising
             BridgeTimeout. Session ops are idempotent on the server, so a retry never steps twice.
+        server_public_key: the server's CURVE public key (Z85) when it encrypts; None: plain TCP.
+        public_key, secret_key: this client's CURVE key pair (Z85); a server with an allow-list admits only listed
+            public keys. None with `server_public_key`: a fresh key pair.
     """
 
-    def __init__(self, address: str | int, timeout_s: float = 10.0, retries: int = 2) -> None:
+    def __init__(self, address: str | int, timeout_s: float = 10.0, retries: int = 2,
+                 server_public_key: str | bytes | None = None, public_key: str | bytes | None = None,
+                 secret_key: str | bytes | None = None) -> None:
         self.address = f"tcp://127.0.0.1:{address}" if isinstance(address, int) else address
         self.timeout_s, self.retries = timeout_s, retries
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        try:
+            if server_public_key is not None:
+                curve_client(self._sock, server_public_key, public_key, secret_key)
+            elif public_key is not None or secret_key is not None:
+                raise ConfigError("a CURVE key pair needs server_public_key as well (the server's public key).")
+        except ConfigError:
+            self._sock.close(linger=0)
+            self._ctx.term()
+            raise
         self._sock.connect(self.address)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # one request in flight per client: ZeroMQ sockets are not thread-safe
@@ -104,10 +135,25 @@ class RemoteWorldModel:
     def vocabulary(self) -> tuple[str, ...]:
         return tuple((self._hello or self.hello())["actions"])
 
-    def session(self, seed: int = 0, **settings: Any) -> RemoteSession:
-        """A remote session (batch size 1); settings as `WorldModel.session` (sampler, guidance, temperature, …)."""
+    @property
+    def config(self) -> RemoteConfig:
+        """The served model's name, frame size, fps, actions and likelihood space (from `hello`, asked once)."""
+        h = self._hello or self.hello()
+        return RemoteConfig(h["model"], h["height"], h["width"], h["fps"], tuple(h["actions"]), h["likelihood_space"],
+                            h["dims_per_frame"])
+
+    def session(self, seed: int = 0, batch_size: int = 1,
+                reward_fn: Callable[[np.ndarray, str], float] | None = None, **settings: Any) -> RemoteSession:
+        """A remote session; settings as `WorldModel.session` (sampler, guidance, temperature, …).
+
+        Remote sessions have batch_size 1 (the server batches concurrent sessions itself). `reward_fn(frame, action)`
+        runs here, on each returned frame, in place of the model's reward head.
+        """
+        if batch_size != 1:
+            raise ConfigError(f"remote sessions have batch_size 1; received batch_size={batch_size!r}. Fix: open one "
+                              "session per world (the server runs concurrent steps as one batched pass).")
         result, _ = self.call("create", args={"seed": seed, **settings})
-        return RemoteSession(self, result["session"], result.get("stream"))
+        return RemoteSession(self, result["session"], result.get("stream"), reward_fn)
 
     def score(self, clip: np.ndarray, actions: list[str | None] | None = None, prompt: str | None = None,
               noise_draws: int = 0, seed: int = 0) -> ScoreReport:
@@ -120,9 +166,11 @@ class RemoteWorldModel:
 class RemoteSession:
     """A server-side session; the methods mirror `worldsim.Session` with batch_size=1."""
 
-    def __init__(self, client: RemoteWorldModel, token: str, stream: str | None = None) -> None:
+    def __init__(self, client: RemoteWorldModel, token: str, stream: str | None = None,
+                 reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
         self.client, self.token = client, token
         self.stream = stream  # topic id of this session's frames on the server's PUB stream
+        self.reward_fn = reward_fn
         self.seq = 0
         self.closed = False
 
@@ -145,7 +193,8 @@ class RemoteSession:
         info = {"iterations": r["iterations"], "likelihood_space": r["likelihood_space"], "step": r["step"]}
         if "tag" in r:
             info["tag"] = r["tag"]
-        return StepResult(frame, r["log_prob"], r["bits_per_dim"], r["reward"], r["terminated"], info)
+        reward = r["reward"] if self.reward_fn is None else float(np.float32(self.reward_fn(frame, action)))  # as local
+        return StepResult(frame, r["log_prob"], r["bits_per_dim"], reward, r["terminated"], info)
 
     def observe(self, frame: np.ndarray, action: str | None = None) -> float:
         """Condition on a real uint8 (H, W, 3) frame reached by `action`; returns its log-likelihood (nats)."""
@@ -154,7 +203,7 @@ class RemoteSession:
     def fork(self, seed: int | None = None) -> RemoteSession:
         """An independent server-side copy."""
         result = self.call("fork", {"seed": seed})[0]
-        return RemoteSession(self.client, result["session"], result.get("stream"))
+        return RemoteSession(self.client, result["session"], result.get("stream"), self.reward_fn)
 
     def info(self) -> dict[str, Any]:
         return self.call("info")[0]
@@ -182,11 +231,14 @@ class FrameSubscriber:
     PUB/SUB drops messages for slow or late subscribers: use it for display, not for bookkeeping.
     """
 
-    def __init__(self, address: str | int, stream: str | None = None) -> None:
+    def __init__(self, address: str | int, stream: str | None = None, server_public_key: str | bytes | None = None,
+                 public_key: str | bytes | None = None, secret_key: str | bytes | None = None) -> None:
         self.address = f"tcp://127.0.0.1:{address}" if isinstance(address, int) else address
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if server_public_key is not None:  # keys as for RemoteWorldModel
+            curve_client(self._sock, server_public_key, public_key, secret_key)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"frames." + (stream.encode() if stream else b""))
         self._sock.connect(self.address)
 

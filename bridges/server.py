@@ -14,9 +14,11 @@ import zmq
 
 from worldsim.errors import ConfigError, InvalidAction, InvalidFrames, SessionStateError, WorldSimError
 from worldsim.frames import check_action_count
-from worldsim.session import Session
+from worldsim.session import Session, StepResult
 from worldsim.world_model import WorldModel
 
+from .auth import as_key, curve_server, start_authenticator
+from .batching import batch_key, step_together
 from .protocol import PROTOCOL_VERSION, SESSION_OPS, BridgeError, Request, decode, encode, parse_args
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,17 @@ class _Entry:
     last_reply: tuple[dict[str, Any], list[np.ndarray]] | None = field(default=None, repr=False)
 
 
+@dataclass
+class _Job:
+    """A validated session request, not yet run (steps wait here for the batch window)."""
+
+    identity: bytes
+    req: Request
+    args: Any
+    arrays: list[np.ndarray]
+    entry: _Entry
+
+
 class BridgeServer:
     """Serve `model` to DEALER clients speaking the protocol in bridges/PROTOCOL.md.
 
@@ -49,12 +62,23 @@ class BridgeServer:
         max_frames_per_request: most frames a reset or score buffer may hold.
         pub_address: optional endpoint (or loopback port) of a PUB socket that publishes every generated frame on
             topic "frames.<stream>" (see PROTOCOL.md, "Frame stream"); None: no stream.
+        batch_window_ms: dynamic batching: after a `step` arrives, wait up to this long for `step`s of other
+            sessions that can share its forward pass (same settings, same number of frames), then run them as one
+            batched pass. Results are the same as stepping alone. It never waits when no other open session could
+            join; 0: batch only the steps already queued.
+        max_batch: most sessions in one batched pass.
+        curve_secret_key, curve_public_key: the server's CURVE key pair (Z85, from `zmq.curve_keypair()`): both
+            sockets encrypt, and clients must know `curve_public_key`. None: no encryption.
+        allowed_client_keys: with CURVE, the public keys of the clients allowed to connect (others get no
+            connection, so their requests time out); None: any client that knows the server's public key.
     """
 
     def __init__(self, model: WorldModel, address: str | int = "tcp://127.0.0.1:0",
                  max_message_bytes: int = 64 * 2**20, max_sessions_per_client: int = 8,
                  idle_timeout_s: float = 300.0, max_frames_per_request: int = 1024,
-                 pub_address: str | int | None = None) -> None:
+                 pub_address: str | int | None = None, batch_window_ms: float = 2.0, max_batch: int = 32,
+                 curve_secret_key: str | bytes | None = None, curve_public_key: str | bytes | None = None,
+                 allowed_client_keys: list[str | bytes] | None = None) -> None:
         self.model = model
         self.address = f"tcp://127.0.0.1:{address}" if isinstance(address, int) else address
         self.max_message_bytes = max_message_bytes
@@ -62,6 +86,19 @@ class BridgeServer:
         self.idle_timeout_s = idle_timeout_s
         self.max_frames_per_request = max_frames_per_request
         self.pub_address = f"tcp://127.0.0.1:{pub_address}" if isinstance(pub_address, int) else pub_address
+        if batch_window_ms < 0 or max_batch < 1:
+            raise ConfigError(f"need batch_window_ms ≥ 0 and max_batch ≥ 1; received {batch_window_ms}, {max_batch}.")
+        self.batch_window_s, self.max_batch = batch_window_ms / 1000, max_batch
+        self.batching = {"passes": 0, "batched_steps": 0, "steps": 0, "largest": 0}  # see PROTOCOL.md, `info`
+        self._sizes: dict[int, int] = {}  # batched passes by number of sessions
+        if (curve_secret_key is None) != (curve_public_key is None):
+            raise ConfigError("CURVE needs both curve_secret_key and curve_public_key (zmq.curve_keypair()).")
+        if allowed_client_keys is not None and curve_secret_key is None:
+            raise ConfigError("allowed_client_keys needs CURVE: pass curve_secret_key and curve_public_key too.")
+        self._curve = None if curve_secret_key is None else (as_key(curve_public_key, "curve_public_key"),
+                                                             as_key(curve_secret_key, "curve_secret_key"))
+        self.allowed_client_keys = None if allowed_client_keys is None else list(allowed_client_keys)
+        self._auth = None
         self._pub: zmq.Socket | None = None
         self._pub_endpoint: str | None = None
         self.sessions: dict[str, _Entry] = {}
@@ -77,8 +114,12 @@ class BridgeServer:
         """Create and bind the ROUTER socket (idempotent); returns the bound endpoint."""
         if self._sock is None:
             self._ctx = zmq.Context()
+            if self._curve is not None:
+                self._auth = start_authenticator(self._ctx, self.allowed_client_keys)
             self._sock = self._ctx.socket(zmq.ROUTER)
             self._sock.setsockopt(zmq.LINGER, 0)
+            if self._curve is not None:
+                curve_server(self._sock, *self._curve)
             # A single frame above the whole-message limit is dropped by libzmq (peer disconnected, no reply).
             self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
             address = self.address[:-2] + ":*" if self.address.endswith(":0") else self.address
@@ -89,6 +130,8 @@ class BridgeServer:
                 self._pub = self._ctx.socket(zmq.PUB)
                 self._pub.setsockopt(zmq.LINGER, 0)
                 self._pub.setsockopt(zmq.SNDHWM, 64)  # slow subscribers lose frames instead of stalling the server
+                if self._curve is not None:
+                    curve_server(self._pub, *self._curve)
                 pub = self.pub_address
                 self._pub.bind(pub[:-2] + ":*" if pub.endswith(":0") else pub)
                 self._pub_endpoint = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -145,6 +188,9 @@ class BridgeServer:
                 self._pub.close(linger=0)
                 self._pub = None
             self._sock.close(linger=0)
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
             self._ctx.term()
             self._sock = self._ctx = None
 
@@ -159,21 +205,50 @@ class BridgeServer:
         sock = self._sock
         while not self._stop.is_set():
             if sock.poll(100, zmq.POLLIN):
-                try:
-                    msg = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
-                identity, frames = msg[0], msg[1:]
-                try:
-                    out = self.handle(identity, frames)
-                except Exception:  # never let one message end the loop
-                    log.exception("bridge: unexpected failure while handling a message")
-                    out = encode(_error(-1, "internal", "the server failed to build a reply; see its log."))
-                try:
-                    sock.send_multipart([identity, *out], zmq.NOBLOCK)
-                except zmq.ZMQError as e:  # client gone or its queue full: drop the reply
-                    log.warning("bridge: could not send a reply (%s)", e)
+                self._drain(sock)
             self._expire()
+
+    def _drain(self, sock: zmq.Socket) -> None:
+        """Answer the queued requests in arrival order. A `step` that can share a pass waits, at most the batch
+        window and never behind a later request of its own session, for other sessions' steps; then they run
+        together (dynamic batching)."""
+        steps: list[_Job] = []
+        deadline = 0.0
+        for _ in range(4 * self.max_batch + 64):  # then return, so that expiry and stop() get their turn
+            try:
+                msg = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                wait = deadline - time.monotonic()
+                if not steps or wait <= 0 or not self._others_could_join(steps):
+                    break
+                if not sock.poll(max(1, int(wait * 1000)), zmq.POLLIN):
+                    break
+                continue
+            identity, frames = msg[0], msg[1:]
+            try:
+                job = self._accept(identity, frames)
+                if isinstance(job, _Job) and self._batchable(job):
+                    if len(steps) >= self.max_batch or any(j.entry is job.entry for j in steps):
+                        self._run_steps(sock, steps)
+                        steps = []
+                    if not steps:
+                        deadline = time.monotonic() + self.batch_window_s
+                    steps.append(job)
+                    continue
+                self._run_steps(sock, steps)  # first the waiting steps: each session's requests stay in order
+                steps = []
+                out = job if isinstance(job, list) else self._run(job)
+            except Exception:  # never let one message end the loop
+                log.exception("bridge: unexpected failure while handling a message")
+                out = encode(_error(-1, "internal", "the server failed to build a reply; see its log."))
+            self._send(sock, identity, out)
+        self._run_steps(sock, steps)
+
+    def _send(self, sock: zmq.Socket, identity: bytes, frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # client gone or its queue full: drop the reply
+            log.warning("bridge: could not send a reply (%s)", e)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -185,6 +260,12 @@ class BridgeServer:
 
     def handle(self, identity: bytes, frames: list[bytes]) -> list[bytes]:
         """Answer one request (the frames after the ROUTER identity) with the frames of its reply."""
+        job = self._accept(identity, frames)
+        return job if isinstance(job, list) else self._run(job)
+
+    def _accept(self, identity: bytes, frames: list[bytes]) -> list[bytes] | _Job:
+        """Decode and check one request. Returns the reply frames (errors, retries, ops without a session: run now)
+        or a `_Job` (a session op to run)."""
         rid = -1
         try:
             req, arrays = decode(frames)  # cheap: arrays are views of the received frames
@@ -195,7 +276,22 @@ class BridgeServer:
             if size > self.max_message_bytes:
                 raise BridgeError("too_large", f"message of {size} bytes; this server accepts at most "
                                   f"{self.max_message_bytes}. Fix: send fewer frames per request.")
-            return encode(*self._dispatch(identity, req, arrays))
+            args = parse_args(req.op, req.args, req.id)
+            if req.op in SESSION_OPS or (req.op == "info" and req.session is not None):
+                entry = self._entry(identity, req)
+                if req.seq is not None and entry.last_seq is not None:
+                    if req.seq == entry.last_seq and entry.last_reply is not None:
+                        head, out = entry.last_reply  # an idempotent retry: same answer, no second step
+                        return encode({**head, "id": req.id}, out)
+                    if req.seq < entry.last_seq:
+                        raise BridgeError("stale_seq", f"seq {req.seq} is older than this session's last seq "
+                                          f"{entry.last_seq}. Fix: increase seq by one for every new request; "
+                                          "resend the last seq only to retry.", req.id)
+                return _Job(identity, req, args, arrays, entry)
+            if req.session is not None:
+                raise BridgeError("bad_request", f"op {req.op!r} takes no session token; received one.", req.id)
+            result, out = getattr(self, f"_op_{req.op}")(identity, req, args, arrays)
+            return encode(_ok(req.id, result), out)
         except Exception as e:
             if rid < 0 and getattr(e, "request_id", None) is not None:
                 rid = e.request_id
@@ -207,35 +303,73 @@ class BridgeServer:
                 message = e.message if isinstance(e, BridgeError) else str(e)
             return encode(_error(rid, code, message))
 
-    def _dispatch(self, identity: bytes, req: Request, arrays: list[np.ndarray]) -> tuple[dict, list[np.ndarray]]:
-        args = parse_args(req.op, req.args, req.id)
-        if req.op in SESSION_OPS or (req.op == "info" and req.session is not None):
-            entry = self._entry(identity, req)
-            if req.seq is not None and entry.last_seq is not None:
-                if req.seq == entry.last_seq and entry.last_reply is not None:
-                    head, out = entry.last_reply  # an idempotent retry: same answer, no second step
-                    return {**head, "id": req.id}, out
-                if req.seq < entry.last_seq:
-                    raise BridgeError("stale_seq", f"seq {req.seq} is older than this session's last seq "
-                                      f"{entry.last_seq}. Fix: increase seq by one for every new request; resend "
-                                      "the last seq only to retry.", req.id)
-            entry.last_used = time.monotonic()
-            try:
-                op = "session_info" if req.op == "info" else req.op
-                result, out = getattr(self, f"_op_{op}")(entry, args, arrays)
-                head = _ok(req.id, result)
-            except BridgeError as e:
-                head, out = _error(req.id, e.code, e.message), []
-            except WorldSimError as e:
-                code = next(c for t, c in CODES if isinstance(e, t))
-                head, out = _error(req.id, code, str(e)), []
-            if req.seq is not None:
-                entry.last_seq, entry.last_reply = req.seq, (head, out)
-            return head, out
-        if req.session is not None:
-            raise BridgeError("bad_request", f"op {req.op!r} takes no session token; received one.", req.id)
-        result, out = getattr(self, f"_op_{req.op}")(identity, req, args, arrays)
-        return _ok(req.id, result), out
+    def _run(self, job: _Job) -> list[bytes]:
+        """Run one session op; its reply is remembered for retries of the same seq."""
+        job.entry.last_used = time.monotonic()
+        try:
+            op = "session_info" if job.req.op == "info" else job.req.op
+            result, out = getattr(self, f"_op_{op}")(job.entry, job.args, job.arrays)
+            head = _ok(job.req.id, result)
+        except BridgeError as e:
+            head, out = _error(job.req.id, e.code, e.message), []
+        except WorldSimError as e:
+            code = next(c for t, c in CODES if isinstance(e, t))
+            head, out = _error(job.req.id, code, str(e)), []
+        return self._remember(job, head, out)
+
+    def _remember(self, job: _Job, head: dict[str, Any], out: list[np.ndarray]) -> list[bytes]:
+        if job.req.seq is not None:
+            job.entry.last_seq, job.entry.last_reply = job.req.seq, (head, out)
+        return encode(head, out)
+
+    # ----- dynamic batching -------------------------------------------------------------------------------------
+    def _batchable(self, job: _Job) -> bool:
+        """A well-formed `step` of a session that can share a pass (bad ones run alone and get their error)."""
+        if job.req.op != "step" or job.arrays or batch_key(job.entry.session) is None:
+            return False
+        try:
+            job.entry.session._actions(job.args.action)
+        except WorldSimError:
+            return False
+        return True
+
+    def _others_could_join(self, steps: list[_Job]) -> bool:
+        """Whether an open session that is not waiting yet could share a pass with the waiting steps."""
+        keys = {batch_key(j.entry.session) for j in steps}
+        waiting = {id(j.entry) for j in steps}
+        return any(id(e) not in waiting and batch_key(e.session) in keys for e in self.sessions.values())
+
+    def _run_steps(self, sock: zmq.Socket, steps: list[_Job]) -> None:
+        """Run the waiting steps, one batched pass per group of sessions with the same batch key, and reply."""
+        groups: dict[Any, list[_Job]] = {}
+        for job in steps:
+            groups.setdefault(batch_key(job.entry.session), []).append(job)
+        for group in groups.values():
+            replies = [self._run(group[0])] if len(group) == 1 else self._run_group(group)
+            for job, reply in zip(group, replies, strict=True):
+                self._send(sock, job.identity, reply)
+
+    def _run_group(self, group: list[_Job]) -> list[list[bytes]]:
+        now = time.monotonic()
+        for job in group:
+            job.entry.last_used = now
+        try:
+            results = step_together([j.entry.session for j in group], [j.args.action for j in group])
+        except Exception as e:
+            log.exception("bridge: a batched step failed")
+            return [self._remember(j, _error(j.req.id, "internal", f"batched step failed: {type(e).__name__}: {e}"),
+                                   []) for j in group]
+        n = len(group)
+        stats = self.batching
+        stats["passes"] += 1
+        stats["batched_steps"] += n
+        stats["largest"] = max(stats["largest"], n)
+        self._sizes[n] = self._sizes.get(n, 0) + 1
+        replies = []
+        for job, r in zip(group, results, strict=True):
+            result, out = self._step_reply(job.entry, job.args, r)
+            replies.append(self._remember(job, _ok(job.req.id, result), out))
+        return replies
 
     def _entry(self, identity: bytes, req: Request) -> _Entry:
         if req.session is None:
@@ -282,7 +416,10 @@ class BridgeServer:
         return self.model_info(), []
 
     def _op_info(self, identity, req, args, arrays):
-        return {**self.model_info(), "sessions": sum(e.owner == identity for e in self.sessions.values())}, []
+        batching = {"window_ms": self.batch_window_s * 1000, "max_batch": self.max_batch, **self.batching,
+                    "sizes": {str(k): v for k, v in sorted(self._sizes.items())}}
+        return {**self.model_info(), "sessions": sum(e.owner == identity for e in self.sessions.values()),
+                "batching": batching}, []
 
     def _op_ping(self, identity, req, args, arrays):
         return {"pong": True, "time": time.time()}, []
@@ -322,7 +459,10 @@ class BridgeServer:
     def _op_step(self, entry, args, arrays):
         if arrays:
             raise BridgeError("bad_request", f"step takes no buffers; received {len(arrays)}.")
-        r = entry.session.step(args.action)
+        return self._step_reply(entry, args, entry.session.step(args.action))
+
+    def _step_reply(self, entry: _Entry, args: Any, r: StepResult) -> tuple[dict[str, Any], list[np.ndarray]]:
+        self.batching["steps"] += 1
         result = {"log_prob": float(r.log_prob), "bits_per_dim": float(r.bits_per_dim), "reward": float(r.reward),
                   "terminated": bool(r.terminated), "iterations": int(r.info.get("iterations", 0)),
                   "likelihood_space": str(r.info.get("likelihood_space", "")), "step": len(entry.session.frames)}

@@ -52,13 +52,14 @@ class ActionText(spaces.Text):
 
 
 def load_world_model(model: str | os.PathLike | WorldModel) -> WorldModel:
-    """A WorldModel as given, or loaded: a checkpoint directory or bundled name (`from_pretrained`), or a preset
-    name such as 'tiny' (`from_config`: freshly initialised, untrained)."""
-    if isinstance(model, WorldModel):
+    """A WorldModel (or a `worldsim.bridges.RemoteWorldModel`, which mirrors it) as given, or loaded: a checkpoint
+    directory or bundled name (`from_pretrained`), or a preset name such as 'tiny' (`from_config`: freshly
+    initialised, untrained)."""
+    if isinstance(model, WorldModel) or _is_remote(model):
         return model
     if not isinstance(model, (str, os.PathLike)):
-        raise ConfigError(f"model must be a WorldModel, a checkpoint path, a bundled name or a preset name; "
-                          f"received {type(model).__name__} {model!r}.")
+        raise ConfigError(f"model must be a WorldModel, a RemoteWorldModel, a checkpoint path, a bundled name or a "
+                          f"preset name; received {type(model).__name__} {model!r}.")
     name, bundled = str(model), bundled_models()
     if Path(name).exists() or name in bundled:
         return WorldModel.from_pretrained(model)
@@ -70,6 +71,12 @@ def load_world_model(model: str | os.PathLike | WorldModel) -> WorldModel:
                               f"WorldModel.save, a bundled model ({', '.join(bundled) or 'none in this install'}) or "
                               f"a preset ({', '.join(PRESETS)}; untrained).")
     return WorldModel.from_pretrained(model)  # a missing directory: CheckpointError naming the path
+
+
+def _is_remote(model: Any) -> bool:
+    from worldsim.bridges import RemoteWorldModel  # here: the env does not need the bridge's sockets otherwise
+
+    return isinstance(model, RemoteWorldModel)
 
 
 def action_space_for(model: WorldModel, action_mode: str, strict_text: bool) -> spaces.Space:
@@ -129,7 +136,8 @@ class WorldModelEnv(gym.Env):
     """Gymnasium env whose next frame is imagined by a world model (one `Session` per episode).
 
     Args:
-        model: a WorldModel, a checkpoint directory, a bundled model name, or a preset name (untrained).
+        model: a WorldModel, a checkpoint directory, a bundled model name, a preset name (untrained), or a
+            `worldsim.bridges.RemoteWorldModel` (the sessions then live on its server).
         action_mode: "discrete" (Discrete over the vocabulary) or "text" (ActionText phrases).
         strict_text: in text mode, reject phrases outside the vocabulary (InvalidAction with a suggestion).
         render_mode: "rgb_array" or None.

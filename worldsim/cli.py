@@ -17,6 +17,7 @@ from .errors import WorldSimError
 MODULE_COMMANDS = {
     "train": ("worldsim.train", "train a model on a recorded dataset (resumable; runs under torchrun too)"),
     "eval": ("worldsim.evaluate", "measure a model against the ground-truth world (JSON report)"),
+    "score": ("worldsim.scoring", "per-frame and per-patch surprise of a video, with calibrated verdicts"),
 }
 
 
@@ -108,10 +109,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(note, flush=True)
     host = args.bind
     pub = f"tcp://{host}:{args.port + 1}" if args.port else None
-    server = BridgeServer(wm, f"tcp://{host}:{args.port}", pub_address=pub)
+    curve: dict[str, Any] = {}
+    if args.curve_keys:
+        from .bridges.auth import load_key_folder
+
+        public, secret, allowed = load_key_folder(args.curve_keys)
+        curve = {"curve_public_key": public, "curve_secret_key": secret, "allowed_client_keys": allowed}
+    server = BridgeServer(wm, f"tcp://{host}:{args.port}", pub_address=pub, batch_window_ms=args.batch_window_ms,
+                          max_batch=args.max_batch, **curve)
     server.bind()
     print(f"serving {wm} on {server.endpoint}" + (f", frames on {pub}" if pub else "") + " (Ctrl-C stops)",
           flush=True)
+    if curve:
+        print(f"CURVE on: clients need the server key {args.curve_keys}/server.key; "
+              f"{len(curve['allowed_client_keys'])} allowed client key(s) from {args.curve_keys}/clients", flush=True)
 
     def terminate(*_: object) -> None:  # SIGTERM shuts down like Ctrl-C: sockets closed, exit 0
         raise KeyboardInterrupt
@@ -178,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="pushworld-64", help="bundled model name, checkpoint directory, or preset")
     p.add_argument("--port", type=int, default=5555, help="control port; 0 picks a free one (default: %(default)s)")
     p.add_argument("--bind", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--batch-window-ms", type=float, default=2.0,
+                   help="dynamic batching: how long a step waits for other sessions' steps to share its forward "
+                        "pass; 0 batches only steps already queued (default: %(default)s)")
+    p.add_argument("--max-batch", type=_positive_int, default=32,
+                   help="most sessions in one batched pass (default: %(default)s)")
+    p.add_argument("--curve-keys", metavar="DIR",
+                   help="encrypt with CURVE and admit only the clients whose public certificates are in DIR/clients "
+                        "(*.key); the server's key pair is DIR/server.key(_secret), made on first use "
+                        "(see bridges/PROTOCOL.md, 'Encryption')")
     p.set_defaults(handler=_serve)
 
     for name, (module_name, help_text) in MODULE_COMMANDS.items():

@@ -1,0 +1,178 @@
+"""Dynamic batching: `step_together` equals lone steps bit for bit; the server batches concurrent clients' steps
+(seen in its `info` counters) with the same frames; a 16-client soak on loopback loses, repeats and reorders nothing."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from worldsim.bridges import BridgeError, BridgeServer, RemoteWorldModel
+from worldsim.bridges.batching import batch_key, step_together
+from worldsim.errors import InvalidAction
+
+SOAK_CLIENTS, SOAK_STEPS = 16, 200
+
+
+def start_frames(wm, seed: int = 0, n: int = 2) -> np.ndarray:
+    h, w = wm.config.height, wm.config.width
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def plan(i: int, steps: int, vocab) -> list[str]:
+    """Client i's own action sequence (clients differ, so a reply routed to the wrong client shows)."""
+    rng = np.random.default_rng(1000 + i)
+    return [vocab[int(k)] for k in rng.integers(0, len(vocab), steps)]
+
+
+def assert_same(a, b) -> None:
+    assert np.array_equal(a.frame, b.frame) and a.frame.dtype == b.frame.dtype == np.uint8
+    assert (a.log_prob, a.bits_per_dim, a.reward, a.terminated) == (b.log_prob, b.bits_per_dim, b.reward, b.terminated)
+    assert a.info["iterations"] == b.info["iterations"]
+
+
+SETTINGS = [{}, {"guidance": 1.0, "temperature": 0.7}, {"context": "frame"}, {"denoise": "tweedie"},
+            {"chunk": 4, "max_iter": 3}]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(s) or "default")
+@pytest.mark.parametrize("model", ["tiny", "tiny_latent"])
+def test_step_together_equals_lone_steps(request, model, settings):
+    """Same frames, log-likelihoods, rewards and iterations, and the same state afterwards (a later lone step,
+    and a later batched one, still agree)."""
+    wm = request.getfixturevalue(model)
+    k, vocab = 4, wm.vocabulary
+    alone = [wm.session(seed=i, **settings) for i in range(k)]
+    together = [wm.session(seed=i, **settings) for i in range(k)]
+    for s in alone + together:
+        s.reset(frames=start_frames(wm), actions=["stay"])
+    for t in range(4):
+        acts = [vocab[(3 * i + t) % len(vocab)] for i in range(k)]
+        want = [s.step(a) for s, a in zip(alone, acts, strict=True)]
+        got = ([s.step(a) for s, a in zip(together, acts, strict=True)] if t == 2
+               else step_together(together, acts))
+        for a, b in zip(want, got, strict=True):
+            assert_same(a, b)
+    for a, b in zip(alone, together, strict=True):
+        assert np.array_equal(a.history, b.history) and a.actions == b.actions
+
+
+def test_step_together_refuses_mixed_sessions(tiny):
+    a, b, fresh = tiny.session(seed=0), tiny.session(seed=1, temperature=0.5), tiny.session(seed=2)
+    for s in (a, b):
+        s.reset(frames=start_frames(tiny))
+    assert batch_key(a) != batch_key(b) and batch_key(fresh) is None
+    assert batch_key(tiny.session(sampler="sequential")) is None
+    with pytest.raises(ValueError, match="one batch_key; group them by batch_key"):
+        step_together([a, b], ["stay", "stay"])
+    with pytest.raises(ValueError, match="one action per session; received 1 sessions, 2 actions"):
+        step_together([a], ["stay", "stay"])
+    c = tiny.session(seed=3)
+    c.reset(frames=start_frames(tiny))
+    before = len(a.frames)
+    with pytest.raises(InvalidAction, match="unknown action 'jump'"):
+        step_together([a, c], ["stay", "jump"])
+    assert len(a.frames) == before  # nothing changed
+
+
+def run_clients(port: int, n: int, steps: int, vocab, body) -> list:
+    """n threads, each with its own RemoteWorldModel, run body(i, client, actions); returns their results (a
+    failure in a thread is re-raised here)."""
+    results: list = [None] * n
+    errors: list = []
+
+    def worker(i: int) -> None:
+        try:
+            with RemoteWorldModel(port, timeout_s=20.0, retries=0) as c:
+                results[i] = body(i, c, plan(i, steps, vocab))
+        except BaseException as e:  # noqa: BLE001  (surfaced in the main thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a client thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def lone_frames(wm, seeds, plans, first) -> list[list]:
+    out = []
+    for seed, actions in zip(seeds, plans, strict=True):
+        with wm.session(seed=seed) as s:
+            s.reset(frames=first)
+            out.append([s.step(a) for a in actions])
+    return out
+
+
+def test_server_batches_concurrent_steps(tiny):
+    """Four clients step in lockstep: the server runs their steps as batched passes (its counters say so) and every
+    client gets the frames of a lone in-process session."""
+    n, steps, first = 4, 5, start_frames(tiny, n=1)
+    barrier = threading.Barrier(n, timeout=30)
+    with BridgeServer(tiny, batch_window_ms=200) as srv:
+        def body(i, c, actions):
+            with c.session(seed=i) as s:
+                s.reset(frames=first)
+                out = []
+                for a in actions:
+                    barrier.wait()
+                    out.append(s.step(a))
+                return out
+
+        got = run_clients(srv.port, n, steps, tiny.vocabulary, body)
+        with RemoteWorldModel(srv.port, timeout_s=5.0) as c:
+            stats = c.info()["batching"]
+    want = lone_frames(tiny, range(n), [plan(i, steps, tiny.vocabulary) for i in range(n)], first)
+    for w, g in zip(want, got, strict=True):
+        for a, b in zip(w, g, strict=True):
+            assert_same(a, b)
+    assert stats["steps"] == n * steps and stats["window_ms"] == 200 and stats["max_batch"] == 32
+    assert stats["passes"] >= 1 and stats["largest"] >= 2, stats
+    assert stats["batched_steps"] == sum(int(k) * v for k, v in stats["sizes"].items())
+
+
+def test_batch_window_options_are_checked(tiny):
+    with pytest.raises(Exception, match="need batch_window_ms ≥ 0 and max_batch ≥ 1; received -1"):
+        BridgeServer(tiny, batch_window_ms=-1)
+
+
+def test_soak_16_clients(tiny):
+    """16 concurrent clients × SOAK_STEPS steps on one server: every reply is the next one of its own session
+    (seq and step counters), frames equal a lone in-process session's (checked for 4 of the clients: the reference
+    costs a lone step each), retries answer from the cache without stepping, and tokens stay private."""
+    first = start_frames(tiny, n=1)
+    tokens: dict[int, str] = {}
+    with BridgeServer(tiny, batch_window_ms=2, max_sessions_per_client=2) as srv:
+        def body(i, c, actions):
+            s = c.session(seed=i)
+            tokens[i] = s.token
+            s.reset(frames=first)
+            out = []
+            for t, a in enumerate(actions):
+                r = s.step(a)
+                assert r.info["step"] == t + 2, (i, t, r.info)  # 1 reset frame, then one per step: none lost
+                if t % 25 == 0:  # a retry of the same seq: the cached reply, and no step
+                    again, (frame,) = c.call("step", session=s.token, seq=s.seq, args={"action": a})
+                    assert again["step"] == r.info["step"] and np.array_equal(frame, r.frame)
+                out.append(r)
+            info = s.info()
+            assert info["steps"] == SOAK_STEPS + 1 and info["last_seq"] == SOAK_STEPS + 1 and s.seq == SOAK_STEPS + 2
+            return out
+
+        got = run_clients(srv.port, SOAK_CLIENTS, SOAK_STEPS, tiny.vocabulary, body)
+        with RemoteWorldModel(srv.port, timeout_s=5.0) as thief:
+            with pytest.raises(BridgeError, match="no session .* for this client") as info:
+                thief.call("step", session=tokens[0], seq=SOAK_STEPS + 3, args={"action": "stay"})
+            assert info.value.code == "not_found"
+            stats = thief.info()["batching"]
+    assert stats["steps"] == SOAK_CLIENTS * SOAK_STEPS and stats["passes"] >= 1
+    checked = [0, 5, 10, 15]
+    want = lone_frames(tiny, checked, [plan(i, SOAK_STEPS, tiny.vocabulary) for i in checked], first)
+    for i, w in zip(checked, want, strict=True):
+        for a, b in zip(w, got[i], strict=True):
+            assert_same(a, b)
