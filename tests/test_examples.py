@@ -47,3 +47,18 @@ def test_plan_push_example(model, tmp_path):
     assert "random: success" in out and "model: success" in out and "real: success" in out
     rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
+
+
+def test_stream_viewer_example(model, tmp_path):
+    out = run("stream_viewer.py", "--model", str(model), "--steps", "4", "--out", "v.mp4", "--no-window", cwd=tmp_path)
+    assert "received 4 frames from 1 stream(s); latency ms (arrival - generation): p50" in out and "p99" in out
+    assert "wrote v.mp4 (4 frames)" in out and (tmp_path / "v.mp4").stat().st_size > 0
+
+
+def test_engine_sync_example(model, tmp_path):
+    out = run("engine_sync.py", "--model", str(model), "--steps", "4", "--ahead", "2", cwd=tmp_path)
+    rows = [line.split() for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4] and "2-ahead error" in out
+    for r in rows:  # step, action (1-2 words), log p, bits/dim, and from step 3 the two errors
+        words = 2 if r[1] == "stay" else 3
+        assert len(r) == words + 2 + 2 * (int(r[0]) > 2) and all(float(x) == float(x) for x in r[words:])
