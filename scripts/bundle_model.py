@@ -1,7 +1,9 @@
 """Copy a trained checkpoint into the package as a bundled model (half precision, eval figures in meta.json).
 
 Usage: python scripts/bundle_model.py runs/pw64/model --name pushworld-64 --eval eval.json
-Refuses a model over the size limit. Commit the result only when its eval beats the bundled one.
+Also stores the plausibility calibration (`worldsim.plausibility.pushworld_calibration`: real held-out PushWorld
+clips scored by the half-precision weights as shipped). Refuses a model over the size limit. Commit the result
+only when its eval beats the bundled one.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from pathlib import Path
 import torch
 
 from worldsim import WorldModel
+from worldsim.plausibility import META_KEY, pushworld_calibration
 from worldsim.world_model import PRETRAINED_DIR
 
 LIMIT_MB = 25.0
 
 
-def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAINED_DIR) -> Path:
+def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAINED_DIR,
+           calibrate: bool = True) -> Path:
     wm = WorldModel.from_pretrained(src)
+    if calibrate:  # on the weights as they ship (fp16 round trip), so the reference matches what users score
+        wm.net.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                for k, v in wm.net.state_dict().items()})
+        wm.meta[META_KEY] = pushworld_calibration(wm).to_meta()
     if eval_json:
         wm.meta["eval"] = json.loads(Path(eval_json).read_text())
     wm.meta["bundled_from"] = str(src)
@@ -38,8 +46,9 @@ def main() -> None:
     p.add_argument("src", help="checkpoint directory (e.g. runs/pw64/model)")
     p.add_argument("--name", default="pushworld-64", help="bundled model name")
     p.add_argument("--eval", help="JSON written by `worldsim eval` for this checkpoint")
+    p.add_argument("--no-calibrate", action="store_true", help="skip the plausibility calibration")
     a = p.parse_args()
-    out = bundle(a.src, a.name, a.eval)
+    out = bundle(a.src, a.name, a.eval, calibrate=not a.no_calibrate)
     print(f"bundled {a.src} as {out}")
 
 

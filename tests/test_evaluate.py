@@ -57,7 +57,10 @@ def test_result_has_every_metric_in_range(result):
     assert len(result["position_error_px_by_step"]) == 2
     assert result["generated_frames"] == 2 * 2 + 2 * 4 and result["frames_per_s"] > 0
     assert set(result["targets"]) == {"position_error_px_k2", "position_error_px_k2_over_copy_baseline",
-                                      "controllability", "object_persistence", "plausibility_auroc"}
+                                      "controllability", "object_persistence", "plausibility_auroc",
+                                      "plausibility_localisation"}  # no false-alarm target: uncalibrated
+    assert result["plausibility_false_alarm_rate"] is None and result["plausibility_detection_rate"] is None
+    assert 0 <= result["plausibility_localisation"] <= 1
     assert all(set(t) == {"value", "op", "threshold", "pass"} for t in result["targets"].values())
     assert not result["targets"]["position_error_px_k2"]["pass"]  # untrained: frames are noise-like
     json.dumps(result, allow_nan=False)  # JSON-ready, no NaN

@@ -49,6 +49,14 @@ def test_plan_push_example(model, tmp_path):
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
 
 
+def test_score_video_example(model, tmp_path):
+    out = run("score_video.py", "--model", str(model), "--frames", "5", "--edit-at", "3", "--out", "s", cwd=tmp_path)
+    assert "the block is moved into the" in out and "n/a (uncalibrated model)" in out
+    for name in ("real", "edited"):
+        report = json.loads((tmp_path / "s" / name / "report.json").read_text())
+        assert report["frames"] == 5 and (tmp_path / "s" / name / "report.png").stat().st_size > 0
+
+
 def test_stream_viewer_example(model, tmp_path):
     out = run("stream_viewer.py", "--model", str(model), "--steps", "4", "--out", "v.mp4", "--no-window", cwd=tmp_path)
     assert "received 4 frames from 1 stream(s); latency ms (arrival - generation): p50" in out and "p99" in out

@@ -17,6 +17,7 @@ from .errors import WorldSimError
 MODULE_COMMANDS = {
     "train": ("worldsim.train", "train a model on a recorded dataset (resumable; runs under torchrun too)"),
     "eval": ("worldsim.evaluate", "measure a model against the ground-truth world (JSON report)"),
+    "score": ("worldsim.scoring", "per-frame and per-patch surprise of a video, with calibrated verdicts"),
 }
 
 

@@ -175,7 +175,9 @@ def implausible_clip(kind: str, clip: Clip, k: int, rng: np.random.Generator) ->
     kinds: "teleport" (agent or block jumps ≥ 20 px to a random free place and keeps the offset), "wall" (agent or
     block is moved into the middle of the nearest wall), "vanish" (agent or block is no longer drawn: floor shows),
     "recolour" (the block's pixels get one of RECOLOURS). Frames are redrawn by PushWorld's own renderer, so the
-    only change is the edit. Returns (frames (T, H, W, 3) uint8, {"kind", "object", ...}).
+    only change is the edit. Returns (frames (T, H, W, 3) uint8, {"kind", "object", "k", "locations", ...}):
+    "locations" are the (x, y) px places where frame k changed: where the object was and, for teleport and wall,
+    where it went.
     """
     if kind not in EDIT_KINDS:
         raise ValueError(f"unknown edit kind {kind!r}; expected one of {EDIT_KINDS}.")
@@ -199,6 +201,9 @@ def implausible_clip(kind: str, clip: Clip, k: int, rng: np.random.Generator) ->
         info["wall"] = ("left", "right", "top", "bottom")[side]
     elif kind == "vanish":
         paths[name][:] = OFF_SCREEN
+    before, after = clip.positions(k)[name], paths[name][0]
+    places = (before, after) if kind in ("teleport", "wall") else (before,)
+    info["locations"] = [[float(v) for v in p] for p in places]
     out = clip.frames.copy()
     colour = np.array(RECOLOURS[int(rng.integers(len(RECOLOURS)))], np.uint8) if kind == "recolour" else None
     for j in range(len(paths["agent"])):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -30,12 +31,14 @@ from .eval_metrics import (
     object_errors,
     save_filmstrip,
 )
+from .plausibility import hottest_patch, judge
 from .world_model import WorldModel
 
 logger = logging.getLogger(__name__)
 
 MAX_LONG_ROLLOUTS = 4  # long rollouts are the slowest part: the first min(episodes, 4) episodes get one
 SCORE_BATCH = 8  # clips per scoring pass (larger batches were slower per clip on 2 CPU cores)
+LOCATE_PX = 8.0  # an edit is located when the hottest patch's centre is this close to a place that changed
 
 
 def _bar(total: int, desc: str, progress: bool, unit: str = "ep") -> tqdm:
@@ -116,25 +119,43 @@ def open_loop_metrics(clips: list[Clip], gens: list[np.ndarray], context: int, h
 
 def _plausibility(model: WorldModel, clips: list[Clip], real_bpd: np.ndarray, context: int, horizon: int, seed: int,
                   bar: tqdm) -> dict:
-    """AUROC of frame-k bits/dim: implausible edits (positives) vs the real clips' frame k (negatives)."""
+    """Frame-k bits/dim of implausible edits (positives) vs the real clips' frame k (negatives): AUROC; where the
+    hottest patch of frame k lies; with a calibrated model, the share of edits and of real frames flagged."""
     scores: dict[str, list[float]] = {kind: [] for kind in EDIT_KINDS}
+    located: dict[str, list[bool]] = {kind: [] for kind in EDIT_KINDS}
+    flagged: list[bool] = []
     real, wins = [], 0
+    h, w = model.config.height, model.config.width
     for i, clip in enumerate(clips):
         rng = np.random.default_rng([seed, i])
         k = int(rng.integers(context, context + horizon))  # first edited frame, after the context frames
-        edited = [implausible_clip(kind, clip, k, rng)[0][:k + 1] for kind in EDIT_KINDS]
-        bpd = model.score(np.stack(edited), actions=[clip.actions[:k]] * len(edited)).bits_per_dim[:, k]
+        edits = [implausible_clip(kind, clip, k, rng) for kind in EDIT_KINDS]
+        report = model.score(np.stack([e[0][:k + 1] for e in edits]), actions=[clip.actions[:k]] * len(edits))
         real.append(float(real_bpd[i, k]))
-        for kind, v in zip(EDIT_KINDS, bpd, strict=True):
-            scores[kind].append(float(v))
+        for j, (kind, (_, info)) in enumerate(zip(EDIT_KINDS, edits, strict=True)):
+            v = float(report.bits_per_dim[j, k])
+            scores[kind].append(v)
             wins += bool(v > real_bpd[i, k])
+            x, y = hottest_patch(report.surprise[j, k], h, w)
+            located[kind].append(min(math.hypot(x - px, y - py) for px, py in info["locations"]) <= LOCATE_PX)
+            if report.verdict is not None:
+                flagged.append(bool(report.verdict.implausible[j, k]))
         bar.update(1)
     everything = [v for kind in EDIT_KINDS for v in scores[kind]]
+    calibration = model.calibration
+    false_alarms = None
+    if calibration is not None:  # every real frame after the first, at the calibrated threshold
+        false_alarms = float(judge(real_bpd, calibration, with_actions=True).implausible[:, 1:].mean())
     return {"plausibility_auroc": auroc(everything, real),
             "plausibility_auroc_by_kind": {kind: auroc(scores[kind], real) for kind in EDIT_KINDS},
             "plausibility_paired_accuracy": wins / len(everything),
             "plausibility_mean_bits_per_dim": {"real": float(np.mean(real)),
-                                               **{kind: float(np.mean(v)) for kind, v in scores.items()}}}
+                                               **{kind: float(np.mean(v)) for kind, v in scores.items()}},
+            "plausibility_localisation": float(np.mean([v for kind in EDIT_KINDS for v in located[kind]])),
+            "plausibility_localisation_by_kind": {kind: float(np.mean(v)) for kind, v in located.items()},
+            "plausibility_detection_rate": float(np.mean(flagged)) if flagged else None,
+            "plausibility_false_alarm_rate": false_alarms,
+            "plausibility_threshold_percentile": None if calibration is None else calibration.percentile}
 
 
 def _targets(r: dict, horizon: int) -> dict:
@@ -144,7 +165,10 @@ def _targets(r: dict, horizon: int) -> dict:
             f"position_error_px_k{horizon}_over_copy_baseline": (err / base if base > 0 else None, "<=", 1 / 3),
             "controllability": (r["controllability"], ">=", 0.95),
             "object_persistence": (r["object_persistence"], ">=", 0.99),
-            "plausibility_auroc": (r["plausibility_auroc"], ">=", 0.95)}
+            "plausibility_auroc": (r["plausibility_auroc"], ">=", 0.95),
+            "plausibility_localisation": (r["plausibility_localisation"], ">=", 0.9)}
+    if r["plausibility_false_alarm_rate"] is not None:
+        rows["plausibility_false_alarm_rate"] = (r["plausibility_false_alarm_rate"], "<=", 0.05)
     out = {}
     for name, (value, op, threshold) in rows.items():
         ok = value is not None and (value <= threshold if op == "<=" else value >= threshold)
@@ -220,6 +244,12 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         - plausibility_auroc: per episode one frame k ∈ [context, context + horizon) is drawn and four edited
           copies made (teleport, wall, vanish, recolour; see `implausible_clip`); AUROC of frame k's bits/dim,
           edited clips (positives) vs the real clips' frame k (negatives); per kind, and paired accuracy.
+        - plausibility_localisation: share of those edits whose most surprising patch in frame k (`report.surprise`)
+          has its centre within 8 px of a place the edit changed (the object's old place; for teleport and wall
+          also its new one); per kind too.
+        - plausibility_detection_rate / plausibility_false_alarm_rate (None when the model has no calibration):
+          share of edited frames k, and of all real frames after the first, flagged implausible at the model's
+          calibrated threshold (`worldsim.plausibility`).
         - targets: the issue's targets, each {value, op, threshold, pass}; wall_time_s, frames_per_s (generation
           only), settings, model summary and checkpoint meta.
     """
@@ -332,6 +362,10 @@ def format_table(r: dict) -> str:
             ("controllability", "n/a" if r["controllability"] is None else f"{r['controllability']:.3f}"),
             ("object persistence", f"{r['object_persistence']:.3f}"),
             ("plausibility AUROC", "n/a" if r["plausibility_auroc"] is None else f"{r['plausibility_auroc']:.3f}"),
+            ("plausibility: hottest patch ≤ 8 px of the edit", f"{r['plausibility_localisation']:.3f}"),
+            ("plausibility: edits flagged / real frames flagged",
+             "uncalibrated" if r["plausibility_false_alarm_rate"] is None else
+             f"{r['plausibility_detection_rate']:.3f} / {r['plausibility_false_alarm_rate']:.3f}"),
             ("generation", f"{r['frames_per_s']:.1f} frames/s" if r["frames_per_s"] else "n/a"),
             ("wall time", f"{r['wall_time_s']:.1f} s")]
     rows += [(f"target {name} {t['op']} {t['threshold']:.3g}", "pass" if t["pass"] else "FAIL")

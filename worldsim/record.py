@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from tqdm import tqdm
 from .config import PUSHWORLD_ACTIONS
 from .dataset import DatasetWriter
 from .errors import DatasetError, WorldSimError, suggest
+from .video import read_actions_jsonl, read_video
 
 logger = logging.getLogger(__name__)
 
@@ -291,46 +291,6 @@ def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | o
     return writer.close()
 
 
-def _read_video(path: Path, size: int | None) -> np.ndarray:
-    """All frames of a video as (T, H, W, 3) uint8 RGB, resized to (size, size) when given."""
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            if size is not None and rgb.shape[:2] != (size, size):
-                rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-            frames.append(rgb)
-    finally:
-        cap.release()
-    if not frames:
-        raise DatasetError(f"could not read any frame from {path}; check that OpenCV can decode it.")
-    return np.stack(frames)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DatasetError(f"actions file {path} does not exist; give a JSONL file with one "
-                           f'{{"video": ..., "actions": [...], "caption": ...}} object per line.')
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}:{n}: not valid JSON ({e}).") from e
-        if not isinstance(row, dict) or not isinstance(row.get("video"), str) or \
-                not isinstance(row.get("actions"), list):
-            raise DatasetError(f'{path}:{n}: expected {{"video": "name.mp4", "actions": [...], '
-                               f'"caption": "..."}}, got {line[:80]!r}.')
-        rows.append(row)
-    return rows
-
-
 def import_videos(video_dir: str | os.PathLike, actions_jsonl: str | os.PathLike, out_dir: str | os.PathLike,
                   size: int | None = None, fps: float | None = None, overwrite: bool = False) -> Path:
     """Import a folder of videos with a JSONL of per-video actions and captions as a dataset.
@@ -353,7 +313,7 @@ def import_videos(video_dir: str | os.PathLike, actions_jsonl: str | os.PathLike
     video_dir, jsonl = Path(video_dir), Path(actions_jsonl)
     if not video_dir.is_dir():
         raise DatasetError(f"video folder {video_dir} does not exist.")
-    rows = _read_jsonl(jsonl)
+    rows = read_actions_jsonl(jsonl)
     videos = {p.name for p in video_dir.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS}
     listed = [row["video"] for row in rows]
     unknown = sorted(set(listed) - videos)
@@ -369,7 +329,7 @@ def import_videos(video_dir: str | os.PathLike, actions_jsonl: str | os.PathLike
     writer: DatasetWriter | None = None
     for row in rows:
         path = video_dir / row["video"]
-        frames = _read_video(path, size)
+        frames = read_video(path, None if size is None else (size, size))
         t = len(frames) - 1
         if len(row["actions"]) != t:
             raise DatasetError(f"{path} has {len(frames)} frames, so it needs {t} actions in {jsonl}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from .config import ModelConfig, preset
 from .errors import CheckpointError, InvalidAction, suggest
 from .frames import check_action, check_action_count, check_frames
 from .model.flow import LN2, FlowNet
+from .plausibility import META_KEY, Calibration, Verdict, judge, surprise_z
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
@@ -34,6 +36,11 @@ class ScoreReport:
     as −log p / (dims · ln 2). It is a density of `space` ("pixels" in [-1, 1] units, or "latents"): comparable
     across frames and clips of one model, not across models with different codecs.
     token_log_prob: (T, N) or (B, T, N) per-token terms (they sum to log_prob): where in the frame the surprise is.
+    surprise: (T, rows, cols) or (B, T, rows, cols) the per-token surprise on the token grid (one token covers
+    H/rows × W/cols pixels): −log p standardised per token position against real frames when the model is
+    calibrated (`surprise_unit` "z"), raw nats otherwise ("nats").
+    verdict: per-frame percentile / z-score / implausible flag against the model's calibration (None when its
+    meta.json has no calibration; see `worldsim.plausibility`).
     """
 
     log_prob: np.ndarray
@@ -42,6 +49,9 @@ class ScoreReport:
     space: str
     dims_per_frame: int
     noise_draws: int
+    surprise: np.ndarray | None = None
+    surprise_unit: str = "nats"
+    verdict: Verdict | None = None
 
 
 class WorldModel:
@@ -114,7 +124,7 @@ class WorldModel:
 
     @torch.no_grad()
     def score(self, clip: np.ndarray, actions: list | None = None, prompt: str | list[str] | None = None,
-              noise_draws: int = 0, seed: int = 0) -> ScoreReport:
+              noise_draws: int = 0, seed: int = 0, progress: bool = False) -> ScoreReport:
         """Exact per-frame log-likelihood of a clip in one parallel pass.
 
         Args:
@@ -123,6 +133,7 @@ class WorldModel:
             prompt: an optional scene prompt (or B prompts).
             noise_draws: 0 (default) evaluates the density at the clean tokens, deterministic; k > 0 averages
                 the log-likelihood over k seeded draws of the training noise σ.
+            progress: a tqdm bar over the model's time windows (shown only when stderr is a terminal).
         """
         clips, rows, prompts, batched = self._clips(clip, actions, prompt)
         net = self.net
@@ -135,22 +146,41 @@ class WorldModel:
             x + self.config.noise_std * net.noise(x.shape, gen) for _ in range(noise_draws)]
         lp_draws, tok_draws = [], []
         for xi in draws:
-            lp, tok = self._score_windows(xi, cond, prompt_emb)
+            lp, tok = self._score_windows(xi, cond, prompt_emb, progress)
             lp_draws.append(lp)
             tok_draws.append(tok)
         lp = torch.stack(lp_draws).mean(0).cpu().numpy()
         tok = torch.stack(tok_draws).mean(0).cpu().numpy()
         bpd = -lp / (net.dims_per_frame * LN2)
+        calibration = self.calibration
+        verdict = None if calibration is None else judge(bpd, calibration, with_actions=actions is not None)
+        surprise = surprise_z(tok, calibration).reshape(*tok.shape[:-1], *self.config.grid)
         if not batched:
-            lp, bpd, tok = lp[0], bpd[0], tok[0]
-        return ScoreReport(lp, bpd, tok, self.config.likelihood_space, net.dims_per_frame, max(noise_draws, 0))
+            lp, bpd, tok, surprise = lp[0], bpd[0], tok[0], surprise[0]
+            if verdict is not None:
+                verdict = Verdict(*(v[0] for v in (verdict.percentile, verdict.z_score,
+                                                   verdict.threshold_bits_per_dim, verdict.implausible)),
+                                  verdict.threshold_percentile)
+        return ScoreReport(lp, bpd, tok, self.config.likelihood_space, net.dims_per_frame, max(noise_draws, 0),
+                           surprise, "nats" if calibration is None else "z", verdict)
 
-    def _score_windows(self, x: torch.Tensor, cond: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    @property
+    def calibration(self) -> Calibration | None:
+        """The reference distribution of real frames' scores stored in meta.json (None when uncalibrated)."""
+        data = self.meta.get(META_KEY)
+        return None if data is None else Calibration.from_meta(data, self.config.tokens_per_frame)
+
+    def _score_windows(self, x: torch.Tensor, cond: torch.Tensor, prompt: torch.Tensor,
+                       progress: bool = False) -> tuple[torch.Tensor, ...]:
         """One causal pass over a clip in chunks of `window` frames on top of the KV cache: memory and cost stay
         bounded for long clips, and the numbers equal a single pass (frames see the same sliding window)."""
+        from tqdm import tqdm
+
         net, w = self.net, self.config.deep.window
         state = net.new_state(prompt, frames_hint=w)
-        outs = [net(x[:, a : a + w], cond[:, a : a + w], state) for a in range(0, x.shape[1], w)]
+        starts = range(0, x.shape[1], w)
+        bar = tqdm(starts, desc="score", unit="window", leave=False, disable=not (progress and sys.stderr.isatty()))
+        outs = [net(x[:, a : a + w], cond[:, a : a + w], state) for a in bar]
         return torch.cat([o.log_prob for o in outs], 1), torch.cat([o.token_log_prob for o in outs], 1)
 
     def counterfactual(self, clip: np.ndarray, actions: list[str], new_actions: list[str], from_step: int,
