@@ -6,20 +6,19 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zmq
 
 from worldsim.errors import ConfigError, InvalidAction, InvalidFrames, SessionStateError, WorldSimError
-from worldsim.frames import check_action_count
-from worldsim.session import Session, StepResult
 from worldsim.world_model import WorldModel
 
 from .auth import as_key, curve_server, start_authenticator
 from .batching import batch_key, step_together
-from .protocol import PROTOCOL_VERSION, SESSION_OPS, BridgeError, Request, decode, encode, parse_args
+from .ops import Entry, Ops, error_reply, ok_reply
+from .protocol import SESSION_OPS, BridgeError, Request, decode, encode, parse_args
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +29,6 @@ CODES: tuple[tuple[type[Exception], str], ...] = (
 
 
 @dataclass
-class _Entry:
-    session: Session
-    owner: bytes
-    last_used: float
-    stream: str = field(default_factory=lambda: secrets.token_hex(8))  # public id of its PUB topic (not the token)
-    last_seq: int | None = None
-    last_reply: tuple[dict[str, Any], list[np.ndarray]] | None = field(default=None, repr=False)
-
-
-@dataclass
 class _Job:
     """A validated session request, not yet run (steps wait here for the batch window)."""
 
@@ -47,10 +36,10 @@ class _Job:
     req: Request
     args: Any
     arrays: list[np.ndarray]
-    entry: _Entry
+    entry: Entry
 
 
-class BridgeServer:
+class BridgeServer(Ops):
     """Serve `model` to DEALER clients speaking the protocol in bridges/PROTOCOL.md.
 
     Args:
@@ -101,7 +90,7 @@ class BridgeServer:
         self._auth = None
         self._pub: zmq.Socket | None = None
         self._pub_endpoint: str | None = None
-        self.sessions: dict[str, _Entry] = {}
+        self.sessions: dict[str, Entry] = {}
         self._last_create: dict[bytes, tuple[int, dict[str, Any]]] = {}  # identity → (request id, result)
         self._ctx: zmq.Context | None = None
         self._sock: zmq.Socket | None = None
@@ -240,7 +229,7 @@ class BridgeServer:
                 out = job if isinstance(job, list) else self._run(job)
             except Exception:  # never let one message end the loop
                 log.exception("bridge: unexpected failure while handling a message")
-                out = encode(_error(-1, "internal", "the server failed to build a reply; see its log."))
+                out = encode(error_reply(-1, "internal", "the server failed to build a reply; see its log."))
             self._send(sock, identity, out)
         self._run_steps(sock, steps)
 
@@ -291,7 +280,7 @@ class BridgeServer:
             if req.session is not None:
                 raise BridgeError("bad_request", f"op {req.op!r} takes no session token; received one.", req.id)
             result, out = getattr(self, f"_op_{req.op}")(identity, req, args, arrays)
-            return encode(_ok(req.id, result), out)
+            return encode(ok_reply(req.id, result), out)
         except Exception as e:
             if rid < 0 and getattr(e, "request_id", None) is not None:
                 rid = e.request_id
@@ -301,7 +290,7 @@ class BridgeServer:
                 code, message = "internal", f"{type(e).__name__}: {e}"
             else:
                 message = e.message if isinstance(e, BridgeError) else str(e)
-            return encode(_error(rid, code, message))
+            return encode(error_reply(rid, code, message))
 
     def _run(self, job: _Job) -> list[bytes]:
         """Run one session op; its reply is remembered for retries of the same seq."""
@@ -309,12 +298,12 @@ class BridgeServer:
         try:
             op = "session_info" if job.req.op == "info" else job.req.op
             result, out = getattr(self, f"_op_{op}")(job.entry, job.args, job.arrays)
-            head = _ok(job.req.id, result)
+            head = ok_reply(job.req.id, result)
         except BridgeError as e:
-            head, out = _error(job.req.id, e.code, e.message), []
+            head, out = error_reply(job.req.id, e.code, e.message), []
         except WorldSimError as e:
             code = next(c for t, c in CODES if isinstance(e, t))
-            head, out = _error(job.req.id, code, str(e)), []
+            head, out = error_reply(job.req.id, code, str(e)), []
         return self._remember(job, head, out)
 
     def _remember(self, job: _Job, head: dict[str, Any], out: list[np.ndarray]) -> list[bytes]:
@@ -334,10 +323,11 @@ class BridgeServer:
         return True
 
     def _others_could_join(self, steps: list[_Job]) -> bool:
-        """Whether an open session that is not waiting yet could share a pass with the waiting steps."""
+        """Whether a session of another client (one with no step waiting: a client waiting for a reply sends nothing
+        more) could still share a pass with the waiting steps."""
         keys = {batch_key(j.entry.session) for j in steps}
-        waiting = {id(j.entry) for j in steps}
-        return any(id(e) not in waiting and batch_key(e.session) in keys for e in self.sessions.values())
+        owners = {j.identity for j in steps}
+        return any(e.owner not in owners and batch_key(e.session) in keys for e in self.sessions.values())
 
     def _run_steps(self, sock: zmq.Socket, steps: list[_Job]) -> None:
         """Run the waiting steps, one batched pass per group of sessions with the same batch key, and reply."""
@@ -357,8 +347,8 @@ class BridgeServer:
             results = step_together([j.entry.session for j in group], [j.args.action for j in group])
         except Exception as e:
             log.exception("bridge: a batched step failed")
-            return [self._remember(j, _error(j.req.id, "internal", f"batched step failed: {type(e).__name__}: {e}"),
-                                   []) for j in group]
+            message = f"batched step failed: {type(e).__name__}: {e}"
+            return [self._remember(j, error_reply(j.req.id, "internal", message), []) for j in group]
         n = len(group)
         stats = self.batching
         stats["passes"] += 1
@@ -368,10 +358,10 @@ class BridgeServer:
         replies = []
         for job, r in zip(group, results, strict=True):
             result, out = self._step_reply(job.entry, job.args, r)
-            replies.append(self._remember(job, _ok(job.req.id, result), out))
+            replies.append(self._remember(job, ok_reply(job.req.id, result), out))
         return replies
 
-    def _entry(self, identity: bytes, req: Request) -> _Entry:
+    def _entry(self, identity: bytes, req: Request) -> Entry:
         if req.session is None:
             raise BridgeError("bad_request", f"op {req.op!r} needs a session token in 'session'; create one with "
                               "the 'create' op.", req.id)
@@ -381,131 +371,3 @@ class BridgeServer:
             raise BridgeError("not_found", f"no session {req.session[:8]!r}… for this client (closed, expired "
                               "after idle timeout, or never created here). Fix: create a new session.", req.id)
         return entry
-
-    def _new_token(self, identity: bytes, session: Session, rid: int | None) -> dict[str, str]:
-        held = sum(e.owner == identity for e in self.sessions.values())
-        if held >= self.max_sessions_per_client:
-            session.close()
-            raise BridgeError("too_many_sessions", f"this client holds {held} sessions; the limit is "
-                              f"{self.max_sessions_per_client}. Fix: close sessions you no longer need.", rid)
-        token = secrets.token_hex(16)
-        self.sessions[token] = entry = _Entry(session, identity, time.monotonic())
-        return {"session": token, "stream": entry.stream}
-
-    def _frames(self, arrays: list[np.ndarray], n: int, what: str, rid: int | None = None) -> list[np.ndarray]:
-        if len(arrays) != n:
-            raise BridgeError("bad_request", f"{what}: expected {n} buffer(s), received {len(arrays)}.", rid)
-        for a in arrays:
-            if a.ndim == 4 and a.shape[0] > self.max_frames_per_request:
-                raise BridgeError("too_large", f"{what}: {a.shape[0]} frames in one request; at most "
-                                  f"{self.max_frames_per_request}. Fix: split the clip.", rid)
-        return [np.array(a) for a in arrays]  # writable copies (torch warns on read-only memory)
-
-    # ----- ops without a session ------------------------------------------------------------------------------
-    def model_info(self) -> dict[str, Any]:
-        cfg = self.model.config
-        return {"protocol": PROTOCOL_VERSION, "model": cfg.name, "height": cfg.height, "width": cfg.width,
-                "fps": cfg.fps, "actions": list(cfg.actions), "likelihood_space": cfg.likelihood_space,
-                "dims_per_frame": int(self.model.net.dims_per_frame),
-                "limits": {"max_message_bytes": self.max_message_bytes,
-                           "max_sessions_per_client": self.max_sessions_per_client,
-                           "idle_timeout_s": self.idle_timeout_s,
-                           "max_frames_per_request": self.max_frames_per_request}}
-
-    def _op_hello(self, identity, req, args, arrays):
-        return self.model_info(), []
-
-    def _op_info(self, identity, req, args, arrays):
-        batching = {"window_ms": self.batch_window_s * 1000, "max_batch": self.max_batch, **self.batching,
-                    "sizes": {str(k): v for k, v in sorted(self._sizes.items())}}
-        return {**self.model_info(), "sessions": sum(e.owner == identity for e in self.sessions.values()),
-                "batching": batching}, []
-
-    def _op_ping(self, identity, req, args, arrays):
-        return {"pong": True, "time": time.time()}, []
-
-    def _op_create(self, identity, req, args, arrays):
-        last = self._last_create.get(identity)
-        if last is not None and last[0] == req.id and last[1]["session"] in self.sessions:
-            return last[1], []  # a retried create returns the session it already made
-        session = self.model.session(batch_size=1, **args.model_dump())
-        result = self._new_token(identity, session, req.id)
-        self._last_create[identity] = (req.id, result)
-        return result, []
-
-    def _op_score(self, identity, req, args, arrays):
-        (clip,) = self._frames(arrays, 1, "score needs the clip as one uint8 (T, H, W, 3) buffer", req.id)
-        rep = self.model.score(clip, actions=args.actions, prompt=args.prompt, noise_draws=args.noise_draws,
-                               seed=args.seed)
-        result = {"space": rep.space, "dims_per_frame": rep.dims_per_frame, "noise_draws": rep.noise_draws}
-        return result, [np.asarray(rep.log_prob, np.float32), np.asarray(rep.bits_per_dim, np.float32),
-                        np.asarray(rep.token_log_prob, np.float32)]
-
-    # ----- session ops ------------------------------------------------------------------------------------------
-    def _op_reset(self, entry, args, arrays):
-        s = entry.session
-        if arrays:
-            (frames,) = self._frames(arrays, 1, "reset takes at most one uint8 (t0, H, W, 3) buffer")
-            if args.actions is not None and frames.ndim == 4:  # Session.reset does not check the count itself
-                check_action_count(args.actions, frames.shape[0])
-            last = s.reset(frames=frames, actions=args.actions)
-        elif args.prompt is not None:
-            last = s.reset(prompt=args.prompt)
-            self._publish(entry, {"step": 1, "action": None, "log_prob": None, "tag": None}, np.asarray(last, np.uint8))
-        else:
-            raise BridgeError("bad_request", "reset needs a frames buffer (uint8 (t0, H, W, 3)) or args.prompt.")
-        return {"frames": len(s.frames)}, [np.asarray(last, np.uint8)]
-
-    def _op_step(self, entry, args, arrays):
-        if arrays:
-            raise BridgeError("bad_request", f"step takes no buffers; received {len(arrays)}.")
-        return self._step_reply(entry, args, entry.session.step(args.action))
-
-    def _step_reply(self, entry: _Entry, args: Any, r: StepResult) -> tuple[dict[str, Any], list[np.ndarray]]:
-        self.batching["steps"] += 1
-        result = {"log_prob": float(r.log_prob), "bits_per_dim": float(r.bits_per_dim), "reward": float(r.reward),
-                  "terminated": bool(r.terminated), "iterations": int(r.info.get("iterations", 0)),
-                  "likelihood_space": str(r.info.get("likelihood_space", "")), "step": len(entry.session.frames)}
-        if args.tag is not None:
-            result["tag"] = args.tag
-        frame = np.asarray(r.frame, np.uint8)
-        self._publish(entry, {"step": result["step"], "action": args.action, "log_prob": result["log_prob"],
-                              "tag": args.tag}, frame)
-        return result, [frame]
-
-    def _publish(self, entry: _Entry, info: dict[str, Any], frame: np.ndarray) -> None:
-        if self._pub is None:
-            return
-        head = {"v": PROTOCOL_VERSION, "stream": entry.stream, "time": time.time(), **info}
-        try:
-            self._pub.send_multipart([f"frames.{entry.stream}".encode(), *encode(head, [frame])], zmq.NOBLOCK)
-        except zmq.ZMQError as e:
-            log.debug("bridge: frame stream message dropped (%s)", e)
-
-    def _op_observe(self, entry, args, arrays):
-        (frame,) = self._frames(arrays, 1, "observe needs the frame as one uint8 (H, W, 3) buffer")
-        lp = entry.session.observe(frame, action=args.action)
-        return {"log_prob": float(lp), "step": len(entry.session.frames)}, []
-
-    def _op_fork(self, entry, args, arrays):
-        child = entry.session.fork(seed=args.seed)
-        return self._new_token(entry.owner, child, None), []
-
-    def _op_close(self, entry, args, arrays):
-        token = next(t for t, e in self.sessions.items() if e is entry)
-        self.sessions.pop(token).session.close()
-        return {"closed": True}, []
-
-    def _op_session_info(self, entry, args, arrays):
-        s, st = entry.session, entry.session.settings
-        return {"steps": len(s.frames), "actions": len(s.actions), "reset": s.state is not None,
-                "settings": {"sampler": st.method, "guidance": st.guidance, "temperature": st.temperature},
-                "last_seq": entry.last_seq, "stream": entry.stream}, []
-
-
-def _ok(rid: int, result: dict[str, Any]) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "id": rid, "ok": True, "result": result, "error": None}
-
-
-def _error(rid: int, code: str, message: str) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "id": rid, "ok": False, "result": None, "error": {"code": code, "message": message}}

@@ -1,0 +1,179 @@
+"""What each bridge op does, given a checked request: `Ops`, the op handlers of `BridgeServer`, and the session
+table entry they work on."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from worldsim.frames import check_action_count
+from worldsim.session import Session, StepResult
+from worldsim.world_model import WorldModel
+
+from .protocol import PROTOCOL_VERSION, BridgeError, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Entry:
+    """One open session in the server's table: its owner (ZeroMQ identity), stream id and the last reply."""
+
+    session: Session
+    owner: bytes
+    last_used: float
+    stream: str = field(default_factory=lambda: secrets.token_hex(8))  # public id of its PUB topic (not the token)
+    last_seq: int | None = None
+    last_reply: tuple[dict[str, Any], list[np.ndarray]] | None = field(default=None, repr=False)
+
+
+class Ops:
+    """The op handlers: `_op_<op>(identity, req, args, arrays)` without a session, `_op_<op>(entry, args, arrays)`
+    on one; each returns (result map, reply arrays) or raises BridgeError / WorldSimError."""
+
+    model: WorldModel
+    sessions: dict[str, Entry]
+    max_sessions_per_client: int
+    max_frames_per_request: int
+    max_message_bytes: int
+    idle_timeout_s: float
+    batch_window_s: float
+    max_batch: int
+    batching: dict[str, int]
+    _sizes: dict[int, int]
+    _last_create: dict[bytes, tuple[int, dict[str, Any]]]
+    _pub: zmq.Socket | None
+
+    def _new_token(self, identity: bytes, session: Session, rid: int | None) -> dict[str, str]:
+        held = sum(e.owner == identity for e in self.sessions.values())
+        if held >= self.max_sessions_per_client:
+            session.close()
+            raise BridgeError("too_many_sessions", f"this client holds {held} sessions; the limit is "
+                              f"{self.max_sessions_per_client}. Fix: close sessions you no longer need.", rid)
+        token = secrets.token_hex(16)
+        self.sessions[token] = entry = Entry(session, identity, time.monotonic())
+        return {"session": token, "stream": entry.stream}
+
+    def _frames(self, arrays: list[np.ndarray], n: int, what: str, rid: int | None = None) -> list[np.ndarray]:
+        if len(arrays) != n:
+            raise BridgeError("bad_request", f"{what}: expected {n} buffer(s), received {len(arrays)}.", rid)
+        for a in arrays:
+            if a.ndim == 4 and a.shape[0] > self.max_frames_per_request:
+                raise BridgeError("too_large", f"{what}: {a.shape[0]} frames in one request; at most "
+                                  f"{self.max_frames_per_request}. Fix: split the clip.", rid)
+        return [np.array(a) for a in arrays]  # writable copies (torch warns on read-only memory)
+
+    # ----- ops without a session ------------------------------------------------------------------------------
+    def model_info(self) -> dict[str, Any]:
+        cfg = self.model.config
+        return {"protocol": PROTOCOL_VERSION, "model": cfg.name, "height": cfg.height, "width": cfg.width,
+                "fps": cfg.fps, "actions": list(cfg.actions), "likelihood_space": cfg.likelihood_space,
+                "dims_per_frame": int(self.model.net.dims_per_frame),
+                "limits": {"max_message_bytes": self.max_message_bytes,
+                           "max_sessions_per_client": self.max_sessions_per_client,
+                           "idle_timeout_s": self.idle_timeout_s,
+                           "max_frames_per_request": self.max_frames_per_request}}
+
+    def _op_hello(self, identity, req, args, arrays):
+        return self.model_info(), []
+
+    def _op_info(self, identity, req, args, arrays):
+        batching = {"window_ms": self.batch_window_s * 1000, "max_batch": self.max_batch, **self.batching,
+                    "sizes": {str(k): v for k, v in sorted(self._sizes.items())}}
+        return {**self.model_info(), "sessions": sum(e.owner == identity for e in self.sessions.values()),
+                "batching": batching}, []
+
+    def _op_ping(self, identity, req, args, arrays):
+        return {"pong": True, "time": time.time()}, []
+
+    def _op_create(self, identity, req, args, arrays):
+        last = self._last_create.get(identity)
+        if last is not None and last[0] == req.id and last[1]["session"] in self.sessions:
+            return last[1], []  # a retried create returns the session it already made
+        session = self.model.session(batch_size=1, **args.model_dump())
+        result = self._new_token(identity, session, req.id)
+        self._last_create[identity] = (req.id, result)
+        return result, []
+
+    def _op_score(self, identity, req, args, arrays):
+        (clip,) = self._frames(arrays, 1, "score needs the clip as one uint8 (T, H, W, 3) buffer", req.id)
+        rep = self.model.score(clip, actions=args.actions, prompt=args.prompt, noise_draws=args.noise_draws,
+                               seed=args.seed)
+        result = {"space": rep.space, "dims_per_frame": rep.dims_per_frame, "noise_draws": rep.noise_draws}
+        return result, [np.asarray(rep.log_prob, np.float32), np.asarray(rep.bits_per_dim, np.float32),
+                        np.asarray(rep.token_log_prob, np.float32)]
+
+    # ----- session ops ------------------------------------------------------------------------------------------
+    def _op_reset(self, entry, args, arrays):
+        s = entry.session
+        if arrays:
+            (frames,) = self._frames(arrays, 1, "reset takes at most one uint8 (t0, H, W, 3) buffer")
+            if args.actions is not None and frames.ndim == 4:  # Session.reset does not check the count itself
+                check_action_count(args.actions, frames.shape[0])
+            last = s.reset(frames=frames, actions=args.actions)
+        elif args.prompt is not None:
+            last = s.reset(prompt=args.prompt)
+            self._publish(entry, {"step": 1, "action": None, "log_prob": None, "tag": None}, np.asarray(last, np.uint8))
+        else:
+            raise BridgeError("bad_request", "reset needs a frames buffer (uint8 (t0, H, W, 3)) or args.prompt.")
+        return {"frames": len(s.frames)}, [np.asarray(last, np.uint8)]
+
+    def _op_step(self, entry, args, arrays):
+        if arrays:
+            raise BridgeError("bad_request", f"step takes no buffers; received {len(arrays)}.")
+        return self._step_reply(entry, args, entry.session.step(args.action))
+
+    def _step_reply(self, entry: Entry, args: Any, r: StepResult) -> tuple[dict[str, Any], list[np.ndarray]]:
+        self.batching["steps"] += 1
+        result = {"log_prob": float(r.log_prob), "bits_per_dim": float(r.bits_per_dim), "reward": float(r.reward),
+                  "terminated": bool(r.terminated), "iterations": int(r.info.get("iterations", 0)),
+                  "likelihood_space": str(r.info.get("likelihood_space", "")), "step": len(entry.session.frames)}
+        if args.tag is not None:
+            result["tag"] = args.tag
+        frame = np.asarray(r.frame, np.uint8)
+        self._publish(entry, {"step": result["step"], "action": args.action, "log_prob": result["log_prob"],
+                              "tag": args.tag}, frame)
+        return result, [frame]
+
+    def _publish(self, entry: Entry, info: dict[str, Any], frame: np.ndarray) -> None:
+        if self._pub is None:
+            return
+        head = {"v": PROTOCOL_VERSION, "stream": entry.stream, "time": time.time(), **info}
+        try:
+            self._pub.send_multipart([f"frames.{entry.stream}".encode(), *encode(head, [frame])], zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            log.debug("bridge: frame stream message dropped (%s)", e)
+
+    def _op_observe(self, entry, args, arrays):
+        (frame,) = self._frames(arrays, 1, "observe needs the frame as one uint8 (H, W, 3) buffer")
+        lp = entry.session.observe(frame, action=args.action)
+        return {"log_prob": float(lp), "step": len(entry.session.frames)}, []
+
+    def _op_fork(self, entry, args, arrays):
+        child = entry.session.fork(seed=args.seed)
+        return self._new_token(entry.owner, child, None), []
+
+    def _op_close(self, entry, args, arrays):
+        token = next(t for t, e in self.sessions.items() if e is entry)
+        self.sessions.pop(token).session.close()
+        return {"closed": True}, []
+
+    def _op_session_info(self, entry, args, arrays):
+        s, st = entry.session, entry.session.settings
+        return {"steps": len(s.frames), "actions": len(s.actions), "reset": s.state is not None,
+                "settings": {"sampler": st.method, "guidance": st.guidance, "temperature": st.temperature},
+                "last_seq": entry.last_seq, "stream": entry.stream}, []
+
+
+def ok_reply(rid: int, result: dict[str, Any]) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "id": rid, "ok": True, "result": result, "error": None}
+
+
+def error_reply(rid: int, code: str, message: str) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "id": rid, "ok": False, "result": None, "error": {"code": code, "message": message}}
