@@ -17,14 +17,16 @@ import torch
 
 from worldsim import WorldModel
 from worldsim.plausibility import META_KEY, pushworld_calibration
-from worldsim.world_model import PRETRAINED_DIR
+from worldsim.world_model import PRETRAINED_DIR, SAMPLING_KEY
 
 LIMIT_MB = 25.0
 
 
 def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAINED_DIR,
-           calibrate: bool = True) -> Path:
+           calibrate: bool = True, temperature: float | None = None) -> Path:
     wm = WorldModel.from_pretrained(src)
+    if temperature is not None:  # the session default users get; pick it with `worldsim eval --temperature`
+        wm.meta[SAMPLING_KEY] = {**wm.sampling_defaults, "temperature": temperature}
     if calibrate:  # on the weights as they ship (fp16 round trip), so the reference matches what users score
         wm.net.load_state_dict({k: v.half().float() if v.is_floating_point() else v
                                 for k, v in wm.net.state_dict().items()})
@@ -47,8 +49,9 @@ def main() -> None:
     p.add_argument("--name", default="pushworld-64", help="bundled model name")
     p.add_argument("--eval", help="JSON written by `worldsim eval` for this checkpoint")
     p.add_argument("--no-calibrate", action="store_true", help="skip the plausibility calibration")
+    p.add_argument("--temperature", type=float, help="default sampling temperature stored in meta.json")
     a = p.parse_args()
-    out = bundle(a.src, a.name, a.eval, calibrate=not a.no_calibrate)
+    out = bundle(a.src, a.name, a.eval, calibrate=not a.no_calibrate, temperature=a.temperature)
     print(f"bundled {a.src} as {out}")
 
 

@@ -241,3 +241,15 @@ def test_fork_into_a_batch_copies_the_world_k_times(tiny, guidance):
         assert len(s.history) == 3  # the parent is untouched
     with tiny.session(batch_size=2) as s, pytest.raises(ConfigError, match="needs a batch-1 session"):
         s.fork(batch_size=4)
+
+
+def test_sessions_take_the_checkpoints_sampling_defaults(tmp_path):
+    wm = WorldModel.from_config("tiny", seed=0)
+    wm.meta["sampling"] = {"temperature": 0.5}
+    loaded = WorldModel.from_pretrained(wm.save(tmp_path / "t"))
+    assert loaded.session().settings.temperature == 0.5
+    assert loaded.session(temperature=0.9).settings.temperature == 0.9  # arguments win
+    assert WorldModel.from_config("tiny").session().settings.temperature == 1.0  # none stored: Session's default
+    loaded.meta["sampling"] = {"temperature": -1.0}
+    with pytest.raises(ConfigError, match="temperature=-1.0"):
+        loaded.session()

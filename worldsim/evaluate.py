@@ -299,7 +299,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
                   "parameters": sum(p.numel() for p in model.net.parameters())},
         "meta": _meta_summary(model.meta),
         "episodes": episodes, "seed": seed, "horizon": horizon, "long_horizon": long_horizon, "context": context,
-        "session": dict(session or {}),
+        "session": {**model.sampling_defaults, **(session or {})},  # the settings in effect
         "world_seeds": [c.world_seed for c in clips],
         "bits_per_dim": float(real_bpd[:, 1:].mean()),
         "likelihood_space": cfg.likelihood_space,

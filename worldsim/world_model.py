@@ -19,6 +19,7 @@ from .model.flow import LN2, FlowNet
 from .plausibility import META_KEY, Calibration, Verdict, judge, surprise_z
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+SAMPLING_KEY = "sampling"  # meta.json: recommended Session settings
 
 
 def bundled_models() -> list[str]:
@@ -192,11 +193,19 @@ class WorldModel:
 
         return counterfactual(self, clip, actions, new_actions, from_step, prompt, new_prompt)
 
+    @property
+    def sampling_defaults(self) -> dict[str, Any]:
+        """Session settings the checkpoint recommends (meta.json "sampling", e.g. {"temperature": 0.5}, chosen by
+        `worldsim eval`); arguments to `session(...)` override them."""
+        return dict(self.meta.get(SAMPLING_KEY) or {})
+
     def session(self, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi", **settings: Any):
-        """A stateful session (see `worldsim.session.Session` for the settings)."""
+        """A stateful session (see `worldsim.session.Session` for the settings; unset ones take the checkpoint's
+        `sampling_defaults`)."""
         from .session import Session
 
-        return Session(self, seed=seed, batch_size=batch_size, sampler=sampler, **settings)
+        return Session(self, seed=seed, batch_size=batch_size, sampler=sampler,
+                       **{**self.sampling_defaults, **settings})
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.net.parameters())
