@@ -216,8 +216,12 @@ class BridgeServer(Ops):
             identity, frames = msg[0], msg[1:]
             try:
                 job = self._accept(identity, frames)
+                if isinstance(job, _Job) and any(j.entry is job.entry for j in steps):
+                    self._run_steps(sock, steps)  # its session has a step waiting: run that first, then look again
+                    steps = []
+                    job = self._accept(identity, frames)  # (a retry of that step now gets its cached reply)
                 if isinstance(job, _Job) and self._batchable(job):
-                    if len(steps) >= self.max_batch or any(j.entry is job.entry for j in steps):
+                    if len(steps) >= self.max_batch:
                         self._run_steps(sock, steps)
                         steps = []
                     if not steps:
