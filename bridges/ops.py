@@ -75,6 +75,7 @@ class Ops:
         return {"protocol": PROTOCOL_VERSION, "model": cfg.name, "height": cfg.height, "width": cfg.width,
                 "fps": cfg.fps, "actions": list(cfg.actions), "likelihood_space": cfg.likelihood_space,
                 "dims_per_frame": int(self.model.net.dims_per_frame),
+                "sampling_defaults": dict(getattr(self.model, "sampling_defaults", {})),
                 "limits": {"max_message_bytes": self.max_message_bytes,
                            "max_sessions_per_client": self.max_sessions_per_client,
                            "idle_timeout_s": self.idle_timeout_s,
@@ -96,7 +97,8 @@ class Ops:
         last = self._last_create.get(identity)
         if last is not None and last[0] == req.id and last[1]["session"] in self.sessions:
             return last[1], []  # a retried create returns the session it already made
-        session = self.model.session(batch_size=1, **args.model_dump())
+        # Settings the client left out take the model's recommended ones, as `WorldModel.session` does locally.
+        session = self.model.session(batch_size=1, **args.model_dump(exclude_unset=True))
         result = self._new_token(identity, session, req.id)
         self._last_create[identity] = (req.id, result)
         return result, []

@@ -471,3 +471,21 @@ def test_client_side_errors(server):
     with pytest.raises(BridgeError, match="this RemoteWorldModel is closed") as info:
         c.ping()
     assert info.value.code == "closed"
+
+
+def test_create_takes_the_models_sampling_defaults():
+    """Settings a client leaves out take the checkpoint's recommended ones, as a local `WorldModel.session` does."""
+    from conftest import randomize
+
+    from worldsim import WorldModel
+
+    wm = randomize(WorldModel.from_config("tiny", seed=0))
+    wm.meta["sampling"] = {"temperature": 0.5, "context": "frame"}
+    with BridgeServer(wm) as srv, RemoteWorldModel(srv.port, timeout_s=5.0) as c:
+        assert c.hello()["sampling_defaults"] == {"temperature": 0.5, "context": "frame"}
+        with wm.session(seed=3) as local, c.session(seed=3) as remote, c.session(seed=3, temperature=1.0) as hot:
+            for s in (local, remote, hot):
+                s.reset(frames=frames_like(1))
+            assert remote.info()["settings"]["temperature"] == 0.5 and hot.info()["settings"]["temperature"] == 1.0
+            want = local.step("stay")
+            assert np.array_equal(want.frame, remote.step("stay").frame) and want.log_prob != hot.step("stay").log_prob
