@@ -19,13 +19,13 @@ from worldsim.denoise import denoise
 from worldsim.model.cache import DeepState, KVCache
 from worldsim.model.flow import LN2, LOG_2PI, FlowNet
 from worldsim.model.local import LocalBlock
-from worldsim.sampling import FrameSample, SamplerSettings, _affine, _dup, sample_frame
+from worldsim.sampling import FrameSample, SamplerSettings, _affine, _dup
 from worldsim.session import Session, StepResult
 
 
 def batch_key(session: Session) -> Hashable | None:
     """Sessions with equal keys can be stepped in one pass; None: this one cannot (closed, not reset, batched,
-    or a per-session reward function)."""
+    a per-session reward function, or the sequential sampler, whose one-token passes round differently in a batch)."""
     st = session.state
     if (session.closed or st is None or session.batch_size != 1 or session.reward_fn is not None
             or session.settings.method != "jacobi"):
@@ -61,7 +61,7 @@ def _step(sessions: list[Session], acts: list[str]) -> list[StepResult]:
     state = _stack_states([x.state for x in sessions], rows)
     levels = None if first._levels is None else [_cat(t) for t in zip(*(x._levels for x in sessions), strict=True)]
     x_prev = None if first._x_prev is None else _cat([x._x_prev for x in sessions])
-    sample, levels, iters = sample_rows(net, state, cond, z, s, levels)
+    sample, levels, iters = _sample_rows(net, state, cond, z, s, levels)
     if first.denoise_mode == "tweedie":  # autograd through the flow, per session on its own (unchanged) state
         x_hat = torch.cat([denoise(net, sample.x[i : i + 1], None, x.state, cond[i : i + 1], "tweedie")
                            for i, x in enumerate(sessions)])
@@ -127,15 +127,11 @@ def _stack_states(states: list[DeepState], rows: Tensor) -> DeepState:
 
 
 # ----- sampling with a per-row stopping rule ----------------------------------------------------------------------
-def sample_rows(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings,
-                local_init: list[Tensor] | None = None) -> tuple[FrameSample, list[Tensor], Tensor]:
-    """`sampling.sample_frame` for B independent rows: Jacobi stops per row, as each row would alone.
-
-    Returns the sample, the local-block levels and the iterations of each row (B,) (deep block, over chunks).
+def _sample_rows(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings,
+                 local_init: list[Tensor] | None = None) -> tuple[FrameSample, list[Tensor], Tensor]:
+    """`sampling.sample_frame` (Jacobi) for B independent rows: the iterations stop per row, as each row would
+    alone. Returns the sample, the local-block levels and the iterations of each row (B,) (deep block, all chunks).
     """
-    if s.method == "sequential":  # no stopping rule: batching cannot change a row
-        sample, levels = sample_frame(net, state, cond, z, s, local_init)
-        return sample, levels, torch.full((z.shape[0],), sample.iterations)
     u, mean, logs, h_end, iters = _invert_deep_rows(net, state, cond, z, s)
     levels: list[Tensor] = []
     h = u
