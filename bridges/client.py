@@ -14,6 +14,7 @@ import numpy as np
 import zmq
 
 from worldsim.errors import ConfigError
+from worldsim.plausibility import Verdict
 from worldsim.session import StepResult
 from worldsim.world_model import ScoreReport
 
@@ -159,8 +160,13 @@ class RemoteWorldModel:
               noise_draws: int = 0, seed: int = 0) -> ScoreReport:
         """Exact per-frame log-likelihoods of one uint8 (T, H, W, 3) clip (see `WorldModel.score`)."""
         args = {"actions": actions, "prompt": prompt, "noise_draws": noise_draws, "seed": seed}
-        result, (lp, bpd, tok) = self.call("score", args=args, arrays=[_uint8(clip, "clip")])
-        return ScoreReport(lp, bpd, tok, result["space"], result["dims_per_frame"], result["noise_draws"])
+        result, (lp, bpd, tok, surprise) = self.call("score", args=args, arrays=[_uint8(clip, "clip")])
+        v = result.get("verdict")
+        verdict = None if v is None else Verdict(
+            *(np.asarray(v[k]) for k in ("percentile", "z_score", "threshold_bits_per_dim", "implausible")),
+            v["threshold_percentile"])
+        return ScoreReport(lp, bpd, tok, result["space"], result["dims_per_frame"], result["noise_draws"],
+                           surprise, result["surprise_unit"], verdict)
 
 
 class RemoteSession:

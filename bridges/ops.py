@@ -107,9 +107,14 @@ class Ops:
         (clip,) = self._frames(arrays, 1, "score needs the clip as one uint8 (T, H, W, 3) buffer", req.id)
         rep = self.model.score(clip, actions=args.actions, prompt=args.prompt, noise_draws=args.noise_draws,
                                seed=args.seed)
-        result = {"space": rep.space, "dims_per_frame": rep.dims_per_frame, "noise_draws": rep.noise_draws}
-        return result, [np.asarray(rep.log_prob, np.float32), np.asarray(rep.bits_per_dim, np.float32),
-                        np.asarray(rep.token_log_prob, np.float32)]
+        v = rep.verdict
+        verdict = None if v is None else {
+            "percentile": v.percentile.tolist(), "z_score": v.z_score.tolist(), "implausible": v.implausible.tolist(),
+            "threshold_bits_per_dim": v.threshold_bits_per_dim.tolist(), "threshold_percentile": v.threshold_percentile}
+        result = {"space": rep.space, "dims_per_frame": rep.dims_per_frame, "noise_draws": rep.noise_draws,
+                  "surprise_unit": rep.surprise_unit, "verdict": verdict}
+        return result, [np.asarray(a, np.float32) for a in (rep.log_prob, rep.bits_per_dim, rep.token_log_prob,
+                                                               rep.surprise)]
 
     # ----- session ops ------------------------------------------------------------------------------------------
     def _op_reset(self, entry, args, arrays):

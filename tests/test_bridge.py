@@ -180,6 +180,22 @@ def test_remote_matches_local(tiny, client):
     assert np.allclose(want.log_prob, got.log_prob) and got.log_prob.dtype == np.float32
     assert np.allclose(want.bits_per_dim, got.bits_per_dim) and got.token_log_prob.shape == want.token_log_prob.shape
     assert got.space == want.space
+    assert np.allclose(want.surprise, got.surprise) and got.surprise_unit == "nats" and got.verdict is None
+
+
+def test_remote_scores_carry_the_calibrated_verdict():
+    from worldsim import WorldModel
+    from worldsim.eval_metrics import held_out_clip
+
+    wm = WorldModel.from_pretrained("pushworld-64")  # ships with a calibration
+    clip = held_out_clip(64, seed=5, index=0, episodes=1, length=4)
+    with BridgeServer(wm).start() as srv, RemoteWorldModel(srv.port, timeout_s=10.0) as remote:
+        want, got = wm.score(clip.frames, clip.actions), remote.score(clip.frames, clip.actions)
+    assert got.surprise_unit == "z" and got.surprise.shape == (4, 8, 8)
+    np.testing.assert_allclose(got.surprise, want.surprise, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.verdict.percentile, want.verdict.percentile)
+    assert got.verdict.implausible.tolist() == want.verdict.implausible.tolist()
+    assert got.verdict.threshold_percentile == want.verdict.threshold_percentile
 
 
 def test_prompt_reset_and_info(tiny, client):
