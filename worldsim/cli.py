@@ -18,6 +18,7 @@ MODULE_COMMANDS = {
     "train": ("worldsim.train", "train a model on a recorded dataset (resumable; runs under torchrun too)"),
     "eval": ("worldsim.evaluate", "measure a model against the ground-truth world (JSON report)"),
     "score": ("worldsim.scoring", "per-frame and per-patch surprise of a video, with calibrated verdicts"),
+    "bench": ("worldsim.bench", "measure speed as ratios on this machine, against the targets (JSON report)"),
 }
 
 
