@@ -30,23 +30,24 @@ class Rotary(nn.Module):
     def __init__(self, head_dim: int, base: float) -> None:
         super().__init__()
         self.split = rope_split(head_dim)
+        self.pairs = head_dim // 2
         freqs = [base ** (-torch.arange(0, n, 2).float() / max(n, 1)) for n in self.split]
         for name, f in zip(("f_t", "f_r", "f_c"), freqs, strict=True):
             self.register_buffer(name, f, persistent=False)
 
-    def angles(self, pos: Tensor) -> tuple[Tensor, Tensor]:
-        """pos (n, 3) → cos, sin (n, rotated_dims/2)."""
+    def angles(self, pos: Tensor) -> Tensor:
+        """pos (n, 3) → unit phasors (n, head_dim/2) complex64: e^{iθ} for the rotated pairs, 1 for the rest."""
         ang = torch.cat([pos[:, 0:1] * self.f_t, pos[:, 1:2] * self.f_r, pos[:, 2:3] * self.f_c], dim=-1)
-        return ang.cos(), ang.sin()
+        ang = F.pad(ang, (0, self.pairs - ang.shape[-1]))
+        return torch.polar(torch.ones_like(ang), ang)
 
     @staticmethod
-    def apply(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """x (B, H, n, dh): rotate the first 2·cos.shape[-1] dims in adjacent pairs."""
-        k = 2 * cos.shape[-1]
-        xr, rest = x[..., :k], x[..., k:]
-        x1, x2 = xr[..., 0::2], xr[..., 1::2]
-        out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-        return torch.cat([out, rest], dim=-1)
+    def apply(x: Tensor, phasor: Tensor) -> Tensor:
+        """x (..., dh) real: rotate adjacent pairs (x₀, x₁) as the complex x₀ + i·x₁ times `phasor`, which
+        broadcasts against (..., dh/2). One complex multiply instead of slicing, stacking and concatenating; in
+        float32 (there is no bfloat16 complex type), as the real products with float32 angles were under autocast."""
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+        return torch.view_as_real(pairs * phasor).flatten(-2)
 
 
 class Attention(nn.Module):
@@ -59,23 +60,22 @@ class Attention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        rope: tuple[Tensor, Tensor] | None = None,
+        rope: Tensor | None = None,
         mask: Tensor | None = None,
         kv: tuple[KVCache, int] | None = None,
         key_time_keep: Tensor | None = None,
     ) -> Tensor:
         """x (B, n, d) → (B, n, d).
 
-        rope: cos/sin for the n new tokens. mask: bool (n, m) or (B, 1, n, m), True = may attend, over the m keys
-        (cached keys first, then the n new ones). kv: (cache, layer index) — the new keys are written into the
-        cache after its committed length and attention runs over all of them. key_time_keep: (n,) 0/1 factor on the
-        time-rotated dims of the new keys (0 for prompt tokens).
+        rope: `Rotary.angles` of the n new tokens (n, dh/2). mask: bool (n, m) or (B, 1, n, m), True = may attend,
+        over the m keys (cached keys first, then the n new ones). kv: (cache, layer index) — the new keys are written
+        into the cache after its committed length and attention runs over all of them. key_time_keep: (n,) 0/1 factor
+        on the time-rotated dims of the new keys (0 for prompt tokens).
         """
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        if rope is not None:
-            cos, sin = rope
-            q, k = Rotary.apply(q, cos, sin), Rotary.apply(k, cos, sin)
+        qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim)
+        qk = qkv[:, :, :2] if rope is None else Rotary.apply(qkv[:, :, :2], rope[:, None, None])  # q, k together
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if key_time_keep is not None:
             t = 2 * (self.head_dim // 8)
             k = torch.cat([k[..., :t] * key_time_keep[:, None], k[..., t:]], dim=-1)
