@@ -1,4 +1,5 @@
-"""`worldsim bench`: every figure and target in the JSON, FLOPs counted by hand, the CLI as a subprocess (tiny)."""
+"""`worldsim bench`: every figure and target in the JSON, FLOPs counted by hand, the CLI as a subprocess (tiny);
+the frozen-prefix Jacobi policy it compares equals the sequential reference and keeps the KV cache consistent."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from test_sampling import start  # the same random-context start as the sampling tests
 from torch import nn
 
 from worldsim.bench import SECTIONS, TARGETS, bench, targets
 from worldsim.bench_flops import FlopCounter
 from worldsim.model.layers import Attention
+from worldsim.sampling import SamplerSettings, invert_deep, sample_frame
 
 
 def test_flop_counter_counts_linear_attention_and_convolution_by_hand():
@@ -62,9 +66,9 @@ def test_bench_cli_writes_every_figure(tmp_path):
     assert "NOTE: 'tiny' is a preset" in done.stdout and f"wrote {out}" in done.stdout
     assert "target jacobi_speedup >= 8" in done.stdout
     r = json.loads(out.read_text())
-    for name in (*TARGETS, "fps"):
+    for name in (*TARGETS, "fps", "fps_freeze_prefix", "jacobi_prefix_speedup", "jacobi_prefix_max_abs_diff"):
         assert isinstance(r[name], float) and math.isfinite(r[name]) and r[name] >= 0, name
-    assert r["jacobi_max_abs_diff"] <= 1e-3
+    assert r["jacobi_max_abs_diff"] <= 1e-3 and r["jacobi_prefix_max_abs_diff"] <= 1e-3
     assert r["realtime_factor"] == pytest.approx(r["fps"] / 16)
     gen = r["details"]["generation"]
     assert r["batch_scaling"] == pytest.approx(gen["batch_fps"] / r["fps"]) and gen["batch"] == 32
@@ -75,3 +79,59 @@ def test_bench_cli_writes_every_figure(tmp_path):
     assert r["targets_passed"] == sum(t["pass"] for t in r["targets"].values())
     for name, t in r["targets"].items():
         assert t["pass"] == (t["value"] <= t["threshold"] if t["op"] == "<=" else t["value"] >= t["threshold"]), name
+
+
+# ----- the frozen-prefix Jacobi policy the bench compares (SamplerSettings.freeze_prefix) ---------------------------
+@pytest.mark.parametrize("chunk", [None, 5])
+@pytest.mark.parametrize("guidance", [0.0, 1.5])
+def test_frozen_prefix_jacobi_equals_sequential(tiny, chunk, guidance):
+    state, cond, z = start(tiny, guided=guidance > 0)
+    seq_state, jac_state = state.clone(), state.clone()
+    ref, _ = sample_frame(tiny.net, seq_state, cond, z, SamplerSettings(method="sequential", guidance=guidance))
+    jac, _ = sample_frame(tiny.net, jac_state, cond, z,
+                          SamplerSettings(tol=1e-6, chunk=chunk, guidance=guidance, freeze_prefix=True))
+    assert (jac.x - ref.x).abs().max() <= 1e-3 and (jac.u - ref.u).abs().max() <= 1e-3
+    assert (jac.log_prob - ref.log_prob).abs().max() <= 1e-2 and (jac.h_end - ref.h_end).abs().max() <= 1e-3
+    assert jac.iterations < 4 * ref.iterations
+    # the cache holds the same keys: the next frame comes out the same
+    assert jac_state.cache.length == seq_state.cache.length
+    nxt = [sample_frame(tiny.net, st, cond, z, SamplerSettings(method="sequential", guidance=guidance))[0].x
+           for st in (seq_state, jac_state)]
+    assert (nxt[0] - nxt[1]).abs().max() <= 1e-3
+
+
+def test_frozen_prefix_generation_equals_an_uncached_parallel_pass(tiny):
+    """Frames generated with the frozen prefix (sliding window included) map back to their noise in one pass."""
+    net, cfg = tiny.net, tiny.config
+    b, steps = 2, cfg.deep.window + 2
+    gen = torch.Generator().manual_seed(0)
+    emb = net.prompt_embeddings(["room"] * b)
+    cond = net.frame_conditions(net.action_embeddings([["move up", "stay"] * steps] * b), b, 2 * steps + 1, 0)
+    state, xs, zs, lps = net.new_state(emb), [], [], []
+    for t in range(steps):
+        z = torch.randn(b, cfg.tokens_per_frame, cfg.token_dim, generator=gen)
+        s, _ = sample_frame(net, state, cond[:, t], z, SamplerSettings(tol=1e-7, freeze_prefix=True))
+        xs.append(s.x)
+        zs.append(z)
+        lps.append(s.log_prob)
+    with torch.no_grad():
+        out = net(torch.stack(xs, 1), cond[:, :steps], net.new_state(emb))
+    assert (out.z - torch.stack(zs, 1)).abs().max() <= 1e-4
+    np.testing.assert_allclose(out.log_prob.numpy(), torch.stack(lps, 1).numpy(), rtol=1e-5)
+
+
+def test_a_capped_frozen_prefix_keeps_the_cache_consistent(tiny):
+    """Stopped by max_iter before converging, the frame's cached keys and its (mean, log σ) are those a forward
+    pass computes at the returned values."""
+    state, cond, z = start(tiny)
+    st, ref = state.clone(), state.clone()
+    u, mean, logs, _, iters = invert_deep(tiny.net, st, cond, z, SamplerSettings(tol=1e-9, max_iter=2,
+                                                                                  freeze_prefix=True))
+    with torch.no_grad():
+        z_fwd, _, _ = tiny.net.deep(u[:, None], cond[:, None], ref)
+    assert iters == 2 and (z_fwd[:, 0] - z).abs().max() > 1e-2  # not converged
+    assert st.cache.length == ref.cache.length
+    n = ref.cache.length
+    for mine, theirs in zip(st.cache.k + st.cache.v, ref.cache.k + ref.cache.v, strict=True):
+        assert (mine[:, :, :n] - theirs[:, :, :n]).abs().max() <= 1e-5
+    assert ((u - mean) * torch.exp(-logs) - z_fwd[:, 0]).abs().max() <= 1e-4

@@ -66,6 +66,8 @@ def bench(model: WorldModel, source: str = "model", quick: bool = False, threads
         - bridge_overhead: a step through the ZeroMQ bridge on loopback / in process (`worldsim.bridges.bench`).
         - fps (one batch-1 session, default settings), realtime_factor = fps / 16, first_frame_s (a fresh process
           imports worldsim, loads the model, resets from a frame and steps once; wall time).
+        - jacobi_prefix_speedup, jacobi_prefix_max_abs_diff and fps_freeze_prefix: the same for the frozen-prefix
+          Jacobi policy (`Session(freeze_prefix=True)`), measured beside the default.
         `details` holds every section's raw figures; `machine` the CPU, threads, torch version and dtype.
     """
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -119,12 +121,15 @@ def summarize(d: dict[str, Any]) -> dict[str, Any]:
     r: dict[str, Any] = {"machine": d.get("machine")}
     r["jacobi_speedup"] = get("jacobi", "speedup")
     r["jacobi_max_abs_diff"] = get("jacobi", "max_abs_diff")
+    prefix = get("jacobi", "prefix") or {}
+    r["jacobi_prefix_speedup"], r["jacobi_prefix_max_abs_diff"] = prefix.get("speedup"), prefix.get("max_abs_diff")
     r["kv_cache_flatness"] = get("kv_cache", "flatness")
     r["kv_cache_window_frames"] = get("kv_cache", "window_frames")
     r["kv_cache_context_frames"] = get("kv_cache", "context_frames")
     fps, batch_fps, score_fps = (get("generation", k) for k in ("fps", "batch_fps", "score_fps"))
     gflops, peak = get("generation", "batch_gflops"), get("matmul", "gflops")
     r["fps"] = fps
+    r["fps_freeze_prefix"] = get("generation", "fps_freeze_prefix")
     r["realtime_factor"] = None if fps is None else fps / REALTIME_FPS
     r["score_over_generate"] = None if fps is None else score_fps / fps
     r["batch_scaling"] = None if fps is None else batch_fps / fps
@@ -158,15 +163,18 @@ def format_table(r: dict) -> str:
     d = r["details"]
     mach = r.get("machine") or {}
     jac, kv, gen = d.get("jacobi") or {}, d.get("kv_cache") or {}, d.get("generation") or {}
-    first, frame_ms = d.get("first_frame") or {}, kv.get("frame_ms") or {}
+    first, frame_ms, prefix = d.get("first_frame") or {}, kv.get("frame_ms") or {}, jac.get("prefix") or {}
     rows = [
         ("machine", f"{mach.get('cpu', '?')}, {mach.get('threads', '?')} threads, torch {mach.get('torch', '?')}, "
                     f"{mach.get('dtype', '?')}, load {_fmt(mach.get('load_average_1min'))}"),
         ("fp32 matmul peak", _fmt((d.get("matmul") or {}).get("gflops"), " GFLOP/s", 1)),
         ("generation (batch 1)", f"{_fmt(r['fps'], ' frames/s', 1)}, {_fmt(gen.get('step_ms_p50'), ' ms', 1)} p50, "
-                                 f"{_fmt(gen.get('mean_iterations'), '', 1)} Jacobi iterations"),
+                                 f"{_fmt(gen.get('mean_iterations'), '', 1)} Jacobi iterations; frozen prefix "
+                                 f"{_fmt(gen.get('fps_freeze_prefix'), ' frames/s', 1)}"),
         ("sequential vs Jacobi", f"{_fmt(jac.get('sequential_ms'), ' ms', 1)} vs {_fmt(jac.get('jacobi_ms'), ' ms', 1)}"
                                  f" per frame (break-even {_fmt(jac.get('break_even_iterations'), ' iterations', 1)})"),
+        ("Jacobi, frozen prefix", f"{_fmt(prefix.get('ms'), ' ms', 1)} per frame, speed-up "
+                                  f"{_fmt(prefix.get('speedup'), '×', 2)}, max |Δ| {_fmt(prefix.get('max_abs_diff'))}"),
         ("per frame after 2 vs 16 frames", f"{_fmt(frame_ms.get('2'), ' ms', 1)} vs "
                                            f"{_fmt(frame_ms.get('16'), ' ms', 1)} "
                                            f"(window {kv.get('window_frames', '?')} frames)"),

@@ -111,21 +111,24 @@ def matmul_peak(size: int, reps: int = 5) -> dict:
 
 @torch.no_grad()
 def jacobi_vs_sequential(model: WorldModel, reps: int) -> dict:
-    """Per-frame inversion time, sequential (token by token, the exact reference) vs Jacobi (default settings), on
-    the same state and noise; their max |Δ| over the frame's tokens; and the measured break-even iteration count
-    K* = N·t₁/t_N of the deep block (t₁: a one-token pass, t_N: a whole-frame pass)."""
+    """Per-frame inversion time, sequential (token by token, the exact reference) vs Jacobi (default settings) vs
+    Jacobi with the converged prefix frozen (`freeze_prefix`), on the same state and noise; the max |Δ| of each
+    Jacobi frame's tokens from the sequential ones; and the measured break-even iteration count K* = N·t₁/t_N of
+    the deep block (t₁: a one-token pass, t_N: a whole-frame pass): Jacobi wins while it needs fewer passes."""
     net, n = model.net, model.config.tokens_per_frame
     frames, actions = real_clip(model, 4)
     state, cond, _ = context_state(model, frames[:3], actions)
     _, levels = sample_frame(net, state.clone(), cond, _noise(model, 0), SamplerSettings())  # local warm start
-    methods = {"sequential": SamplerSettings(method="sequential"), "jacobi": SamplerSettings()}
+    methods = {"sequential": SamplerSettings(method="sequential"), "jacobi": SamplerSettings(),
+               "jacobi_prefix": SamplerSettings(freeze_prefix=True)}
     times: dict[str, list[float]] = {m: [] for m in methods}
+    diffs: dict[str, list[float]] = {m: [] for m in methods}
+    iterations: dict[str, list[int]] = {m: [] for m in methods}
     passes: dict[int, list[float]] = {1: [], n: []}
-    diffs, iterations = [], []
     slots = net.deep.segment_inputs(state.prev_u[:, None], cond[:, None])[:, 0]
     for rep in range(reps + 1):  # repetition 0 is the warm-up
         z, out = _noise(model, rep + 1), {}
-        order = list(methods) if rep % 2 else list(reversed(methods))
+        order = list(methods)[rep % 3:] + list(methods)[: rep % 3]
         for name in order:
             st = state.clone()
             t = time.perf_counter()
@@ -134,14 +137,19 @@ def jacobi_vs_sequential(model: WorldModel, reps: int) -> dict:
         for k in passes:
             st = state.clone()
             passes[k].append(timed(lambda st=st, k=k: net.deep.frame_params(st, slots[:, :k], 0, commit=False)))
-        diffs.append(float((out["jacobi"].x - out["sequential"].x).abs().max()))
-        iterations.append(out["jacobi"].iterations)
+        for name in methods:
+            diffs[name].append(float((out[name].x - out["sequential"].x).abs().max()))
+            iterations[name].append(out[name].iterations)
         if rep == 0:
-            for xs in (*times.values(), *passes.values(), diffs, iterations):
+            for xs in (*times.values(), *passes.values(), *diffs.values(), *iterations.values()):
                 xs.clear()
-    seq, jac = median(times["sequential"]), median(times["jacobi"])
-    return {"sequential_ms": 1e3 * seq, "jacobi_ms": 1e3 * jac, "speedup": seq / jac, "max_abs_diff": max(diffs),
-            "mean_iterations": float(np.mean(iterations)), "tokens_per_frame": n, "tol": methods["jacobi"].tol,
+    seq = median(times["sequential"])
+    per = {name: {"ms": 1e3 * median(times[name]), "speedup": seq / median(times[name]),
+                  "max_abs_diff": max(diffs[name]), "mean_iterations": float(np.mean(iterations[name]))}
+           for name in ("jacobi", "jacobi_prefix")}
+    return {"sequential_ms": 1e3 * seq, "jacobi_ms": per["jacobi"]["ms"], "speedup": per["jacobi"]["speedup"],
+            "max_abs_diff": per["jacobi"]["max_abs_diff"], "mean_iterations": per["jacobi"]["mean_iterations"],
+            "prefix": per["jacobi_prefix"], "tokens_per_frame": n, "tol": methods["jacobi"].tol,
             "one_token_pass_ms": 1e3 * median(passes[1]), "frame_pass_ms": 1e3 * median(passes[n]),
             "break_even_iterations": n * median(passes[1]) / median(passes[n])}
 
@@ -173,17 +181,20 @@ def kv_cache(model: WorldModel, reps: int) -> dict:
 
 def generation(model: WorldModel, rounds: int, steps_per_round: int, batch: int = BATCH) -> dict:
     """Interleaved rounds of: one step of a batch-`batch` session (FLOPs counted by hand, see FlopCounter), one
-    `wm.score` pass over a real clip, and `steps_per_round` steps of a batch-1 session (default settings).
+    `wm.score` pass over a real clip, and `steps_per_round` steps of a batch-1 session (default settings), each
+    followed (or preceded, alternately) by the same step of a batch-1 session with `freeze_prefix`.
 
-    Returns batch-1 frames/s (1 / median step), batch frames/s, scoring frames/s and the batched FLOP/s.
+    Returns batch-1 frames/s (1 / median step) of both, batch frames/s, scoring frames/s and the batched FLOP/s.
     """
     vocab = model.vocabulary
     frames, actions = real_clip(model, max(SCORE_FRAMES, 2))
     clip = frames[:SCORE_FRAMES]
     starts = np.stack([real_clip(model, 1, seed=i)[0][0] for i in range(batch)])
-    one_ms, batch_s, score_s, flops, iters = [], [], [], [], []
-    with model.session(seed=0) as one, model.session(seed=0, batch_size=batch) as many:
-        one.reset(frames=frames[:1])
+    one_ms, prefix_ms, batch_s, score_s, flops, iters = [], [], [], [], [], []
+    with model.session(seed=0) as one, model.session(seed=0, freeze_prefix=True) as fast, \
+            model.session(seed=0, batch_size=batch) as many:
+        for s in (one, fast):
+            s.reset(frames=frames[:1])
         many.reset(frames=starts[:, None])
         counter = FlopCounter(model.net)
         for r in range(rounds + 1):  # round 0 is the warm-up
@@ -193,15 +204,19 @@ def generation(model: WorldModel, rounds: int, steps_per_round: int, batch: int 
             flops.append(counter.pop())
             score_s.append(timed(lambda: model.score(clip, actions=actions[: len(clip) - 1])))
             for k in range(steps_per_round):
-                t = time.perf_counter()
-                out = one.step(actions[(r * steps_per_round + k) % len(actions)])
-                one_ms.append(1e3 * (time.perf_counter() - t))
-                iters.append(out.info["iterations"])
+                action = actions[(r * steps_per_round + k) % len(actions)]
+                for s, times in ((one, one_ms), (fast, prefix_ms))[:: 1 if k % 2 else -1]:
+                    t = time.perf_counter()
+                    out = s.step(action)
+                    times.append(1e3 * (time.perf_counter() - t))
+                    if s is one:
+                        iters.append(out.info["iterations"])
             if r == 0:
-                for xs in (one_ms, batch_s, score_s, flops, iters):
+                for xs in (one_ms, prefix_ms, batch_s, score_s, flops, iters):
                     xs.clear()
     fps = 1e3 / median(one_ms)
     return {"fps": fps, "step_ms_p50": median(one_ms), "step_ms_p90": float(np.percentile(one_ms, 90)),
+            "fps_freeze_prefix": 1e3 / median(prefix_ms),
             "mean_iterations": float(np.mean(iters)), "steps": len(one_ms),
             "batch": batch, "batch_step_s": median(batch_s), "batch_fps": batch / median(batch_s),
             "score_frames": len(clip), "score_fps": len(clip) / median(score_s),

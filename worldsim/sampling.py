@@ -6,6 +6,7 @@ previous frame), then the local blocks (per frame), giving the noisy tokens x̃_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .model.cache import DeepState
+from .model.deep import DeepBlock
 from .model.flow import LOG_2PI, FlowNet
 from .model.local import LocalBlock
 
@@ -27,6 +29,10 @@ class SamplerSettings:
     chunk: int | None = None  # deep-block Jacobi chunk in tokens (None: the whole frame)
     guidance: float = 0.0  # classifier-free guidance weight w (STARFlow's Gaussian rule); 0 = conditional
     temperature: float = 1.0
+    # Jacobi: after each pass commit the chunk's converged prefix and iterate only on the rest; the last pass's keys
+    # are kept (no separate commit pass). Not the default: dynamic batching (bridges/batching.py) reproduces the
+    # whole-chunk policy row by row and bit for bit.
+    freeze_prefix: bool = False
 
 
 @dataclass
@@ -79,7 +85,9 @@ def invert_deep(
     mean, logs = torch.empty_like(z), torch.empty_like(z)
     slots = lambda a, e: deep.segment_inputs(_dup(u, b2)[:, None], cond[:, None])[:, 0, a:e]
     iters = 0
-    if s.method == "sequential":
+    if s.method == "jacobi" and s.freeze_prefix:
+        mean, logs, h, iters = _jacobi_prefix(deep, state, u, z, slots, s)
+    elif s.method == "sequential":
         for i in range(n):
             p = deep.frame_params(state, slots(i, i + 1), i, commit=True)
             u[:, i : i + 1], mean[:, i : i + 1], logs[:, i : i + 1] = _affine(p, z[:, i : i + 1], s.guidance, b)
@@ -105,6 +113,44 @@ def invert_deep(
     state.prev_u = _dup(u, b2)
     state.next_frame += 1
     return u, mean, logs, h[:b, -1], iters
+
+
+def _jacobi_prefix(deep: DeepBlock, state: DeepState, u: Tensor, z: Tensor, slots: Callable[[int, int], Tensor],
+                   s: SamplerSettings) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Jacobi with the converged prefix frozen, updating u (B, N, D) in place; returns mean, log σ, the hidden
+    states of the pass that committed slot N, and the number of passes.
+
+    After a pass, every token before the first one that moved by ≥ tol (in any row) moved by less than tol, so the
+    slots up to that token ran on settled inputs: they and that token are final (up to tol) and are committed;
+    the next pass starts after them. Its cost falls with the unsettled suffix, and the pass in which nothing moves
+    is also the commit pass. GS-Jacobi (arXiv 2505.12849) and SeJD (arXiv 2505.24791) exploit the same structure.
+    """
+    b, n = z.shape[0], deep.n_tokens
+    mean, logs = torch.empty_like(z), torch.empty_like(z)
+    passes, chunk, h = 0, s.chunk or n, z.new_empty(0)
+    for a in range(0, n, chunk):
+        e = min(a + chunk, n)
+        last = e + 1 if e == n else e  # the last chunk also runs slot N (end-of-frame state for the heads)
+        lo = a
+        for _ in range(s.max_iter or last - a):
+            p = deep.frame_params(state, slots(lo, last), lo, commit=False)
+            passes += 1
+            keep = last - lo
+            if lo < e:
+                new, mean[:, lo:e], logs[:, lo:e] = _affine(p, z[:, lo:e], s.guidance, b)
+                moved = ~((new - u[:, lo:e]).abs().amax(dim=(0, 2)) < s.tol)  # (e - lo,), NaN counts as moved
+                u[:, lo:e] = new
+                if bool(moved.any()):
+                    keep = int(moved.int().argmax()) + 1
+            deep.commit_slots(state, lo, keep)
+            lo, h = lo + keep, p[2]
+            if lo == last:
+                break
+        if lo < last:  # capped: one more pass at the final inputs keeps the cache consistent with u
+            p = deep.frame_params(state, slots(lo, last), lo, commit=True)
+            mean[:, lo:e], logs[:, lo:e] = p[0][:b, : e - lo], p[1][:b, : e - lo]
+            h = p[2]
+    return mean, logs, h, passes
 
 
 def invert_block(block: LocalBlock, h: Tensor, s: SamplerSettings, init: Tensor | None = None) -> Tensor:

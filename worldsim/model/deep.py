@@ -143,6 +143,12 @@ class DeepBlock(nn.Module):
             shift = shift + state.prev_u[:, first_slot:last].float()
         return shift, log_sigma, h
 
+    def commit_slots(self, state: DeepState, first_slot: int, n: int) -> None:
+        """Keep the first n of the slots just run from `first_slot` of the next frame (`frame_params` with
+        commit=False wrote their keys past the cache's committed length)."""
+        frame, seq, _ = self.slot_meta(state, 1, first_slot, n)
+        state.cache.commit(frame, seq)
+
     def heads(self, h_end: Tensor) -> tuple[Tensor, Tensor]:
         """End-of-frame hidden (..., d) → reward (...), termination probability (...); zeros without heads."""
         if self.reward is None:
