@@ -186,8 +186,11 @@ def format_table(r: dict) -> str:
     ]
     rows += [(f"target {name} {t['op']} {t['threshold']:g}",
               f"{_fmt(t['value'], '', 3)}  {'pass' if t['pass'] else 'FAIL'}") for name, t in r["targets"].items()]
-    errors = [(f"{name} error", sec["error"]) for name, sec in d.items() if isinstance(sec, dict) and "error" in sec]
-    rows += errors
+    rows += [(f"{name} error", sec["error"]) for name, sec in d.items() if isinstance(sec, dict) and "error" in sec]
+    load, cpus = mach.get("load_average_1min"), mach.get("logical_cpus")
+    if load is not None and cpus and load > cpus - 0.5:
+        rows.append(("note", f"load average {load:.1f} on {cpus} CPUs when the run began: other processes share the "
+                             "cores, so absolute times are noisy (compare the ratios)"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
