@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from worldsim import WorldModel
+from worldsim.envs import PushWorld
 from worldsim.errors import InvalidAction
+from worldsim.eval_metrics import detect
 
 ACTS = ["move up", "move left", "stay", "move right", "move down"]
 
@@ -52,3 +55,22 @@ def test_counterfactual_errors(tiny):
         tiny.counterfactual(clip, ACTS, ACTS, from_step=0)
     with pytest.raises(InvalidAction, match="new_actions: received 2 for a clip of 6 frames"):
         tiny.counterfactual(clip, ACTS, ACTS[:2], from_step=1)
+
+
+def test_bundled_model_replays_a_walk_right_as_a_walk_down():
+    wm = WorldModel.from_pretrained("pushworld-64")
+    world = PushWorld(render_mode="rgb_array", action_mode="text")
+    frames = [world.reset(seed=33)[0]]  # the agent starts on the left; the block and goal are off its paths
+    actions = ["move right"] * 6
+    frames += [world.step(a)[0] for a in actions]
+    clip, k = np.stack(frames), 3
+    new = actions[: k - 1] + ["move down"] * (len(actions) - k + 1)
+    out = wm.counterfactual(clip, actions, new, from_step=k)
+    np.testing.assert_array_equal(out[:k], reconstruction(wm, clip)[:k])  # the past is the clip's reconstruction
+    agent = [detect(f)["agent"] for f in out]
+    assert all(a is not None for a in agent), "the agent must stay visible"
+    recorded = [detect(f)["agent"] for f in clip]
+    assert recorded[-1][0] - recorded[k - 1][0] > 10  # the recording walks right …
+    for t in range(k, len(out)):  # … the replay walks down from step k and no longer right
+        assert agent[t][1] - agent[t - 1][1] > 1.5, (t, agent)
+        assert abs(agent[t][0] - agent[k - 1][0]) < 2.0, (t, agent)

@@ -70,3 +70,14 @@ def test_engine_sync_example(model, tmp_path):
     for r in rows:  # step, action (1-2 words), log p, bits/dim, and from step 3 the two errors
         words = 2 if r[1] == "stay" else 3
         assert len(r) == words + 2 + 2 * (int(r[0]) > 2) and all(float(x) == float(x) for x in r[words:])
+
+
+def test_rl_imagination_example(model, tmp_path):
+    out = run("rl_imagination.py", "--model", str(model), "--iterations", "1", "--population", "2", "--num-envs", "2",
+              "--episode-steps", "2", "--eval-episodes", "2", "--json", "r.json", cwd=tmp_path)
+    assert "imagination iteration 1/1" in out and "real world iteration 1/1" in out
+    assert "trained on 1 × 2 episodes of ≤ 2 steps (≤ 4 env steps) in each world" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert set(report["results"]) == {"imagination", "real", "random"} and report["env_steps"] == 4
+    assert all(0 <= r["success"] <= 1 and abs(r["return"]) < 1e3 for r in report["results"].values())
+    assert set(report["ratios"]) == {"return", "improvement_over_random", "success"}

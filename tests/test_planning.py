@@ -1,4 +1,4 @@
-"""CEM planning over batched forks of a real (tiny) session."""
+"""CEM, MPPI and random shooting over batched forks of a real (tiny) session and over a plain simulator."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from worldsim.errors import ConfigError
-from worldsim.planning import cem, goal_frame, mpc_action, plausible, predicted_reward
+from worldsim.planning import (
+    cem,
+    goal_frame,
+    mpc_action,
+    mppi,
+    mppi_search,
+    plausible,
+    predicted_reward,
+    random_shooting,
+)
 
 
 def session(wm, reward_fn=None):
@@ -36,3 +45,31 @@ def test_goal_and_plausibility_objectives_score_each_imagined_world(tiny):
 def test_cem_rejects_bad_settings(tiny):
     with pytest.raises(ConfigError, match="elites ≤ population"):
         cem(session(tiny), predicted_reward, population=4, elites=8)
+
+
+def test_mppi_finds_the_rewarded_sequence_in_imagination(tiny):
+    s = session(tiny, reward_fn=lambda frame, action: float(action == "move left"))
+    plan = mppi(s, predicted_reward, horizon=3, population=32, iterations=3, temperature=0.5, seed=0)
+    assert plan.actions == ["move left"] * 3 and plan.score == 3.0 and len(plan.history) == 3
+    assert len(s.history) == 1  # planning does not advance the session
+
+
+VOCAB = ["move up", "move down", "move left", "move right", "stay"]
+TARGET = ["move right", "move right", "move down", "stay", "move left", "move up"]
+
+
+def matches(plans):
+    """A simulator whose score is the number of steps that match TARGET (the real world can be one too)."""
+    return np.array([sum(a == b for a, b in zip(plan, TARGET, strict=True)) for plan in plans], float)
+
+
+def test_mppi_beats_random_shooting_with_the_same_samples():
+    plan = mppi_search(matches, VOCAB, horizon=6, population=32, iterations=6, temperature=0.5, seed=0)
+    assert plan.actions == TARGET and plan.score == 6.0
+    shot = random_shooting(matches, VOCAB, horizon=6, population=32 * 6, seed=0)
+    assert len(shot.actions) == 6 and shot.score == matches([shot.actions])[0] < 6.0 and len(shot.history) == 1
+
+
+def test_mppi_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="temperature > 0; received population=4, iterations=1, temperature=0"):
+        mppi_search(matches, VOCAB, horizon=6, population=4, iterations=1, temperature=0)

@@ -1,4 +1,5 @@
-"""Planning in imagination: the cross-entropy method over discrete action sequences, and an MPC step.
+"""Planning in imagination: the cross-entropy method, MPPI and random shooting over discrete action sequences,
+and an MPC step.
 
 Every iteration forks the session into one batched session of `population` worlds, so each imagined step of all
 candidate plans is one forward pass.
@@ -106,3 +107,48 @@ def cem(session: Session, objective: Objective, horizon: int = 8, population: in
 def mpc_action(session: Session, objective: Objective, **cem_kwargs) -> str:
     """Model-predictive control: plan from the current state, return only the first action (re-plan each step)."""
     return cem(session, objective, **cem_kwargs).actions[0]
+
+
+def mppi_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8, population: int = 32,
+                iterations: int = 3, temperature: float = 1.0, seed: int = 0, smoothing: float = 0.3) -> Plan:
+    """MPPI over discrete actions: sample action sequences from per-step categorical distributions, score them with
+    `simulate`, and refit every step's distribution to all samples weighted by exp(score / temperature) (scores
+    in the objective's units: a low temperature approaches CEM with one elite, a high one keeps the distribution
+    wide), mixed with the previous distribution by `smoothing`. Returns the best sequence sampled.
+
+    With iterations=1 this is random shooting: the best of `population` uniformly random sequences.
+    """
+    if population < 1 or iterations < 1 or temperature <= 0:
+        raise ConfigError(f"need population ≥ 1, iterations ≥ 1 and temperature > 0; received population="
+                          f"{population}, iterations={iterations}, temperature={temperature}.")
+    vocab = list(vocabulary)
+    rng = np.random.default_rng(seed)
+    probs = np.full((horizon, len(vocab)), 1.0 / len(vocab))
+    best, best_score, history = [], -np.inf, []
+    for _ in range(iterations):
+        # inverse-CDF draws for all plans and steps at once: (population, horizon) action indices
+        cdf = np.cumsum(probs, axis=1)
+        idx = np.minimum((rng.random((population, horizon, 1)) > cdf[None]).sum(-1), len(vocab) - 1)
+        total = np.asarray(simulate([[vocab[i] for i in row] for row in idx]), dtype=np.float64)
+        top = int(np.argmax(total))
+        if total[top] > best_score:
+            best, best_score = [vocab[i] for i in idx[top]], float(total[top])
+        history.append(float(total[top]))
+        weights = np.exp((total - total[top]) / temperature)
+        onehot = np.eye(len(vocab))[idx]  # (population, horizon, vocab)
+        probs = (1 - smoothing) * np.einsum("p,pha->ha", weights / weights.sum(), onehot) + smoothing * probs
+    return Plan(best, best_score, history)
+
+
+def random_shooting(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8, population: int = 32,
+                    seed: int = 0) -> Plan:
+    """The best of `population` uniformly random action sequences (one MPPI iteration)."""
+    return mppi_search(simulate, vocabulary, horizon, population, iterations=1, seed=seed)
+
+
+def mppi(session: Session, objective: Objective, horizon: int = 8, population: int = 32, iterations: int = 3,
+         temperature: float = 1.0, vocabulary: Sequence[str] | None = None, seed: int = 0,
+         smoothing: float = 0.3) -> Plan:
+    """MPPI in imagination: every candidate plan of an iteration is imagined in one batched fork of `session`."""
+    return mppi_search(imagined(session, objective, seed), vocabulary or session.model.vocabulary, horizon,
+                       population, iterations, temperature, seed, smoothing)
