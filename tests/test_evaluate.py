@@ -194,7 +194,7 @@ def test_cli_hooks_write_json_and_png(small, tmp_path, capsys):
         parser.parse_args(["--json", "x.json", "--episodes", "0"])
     defaults = settings_from_args(parser.parse_args(["--json", "x.json"]))
     assert defaults == {"episodes": 32, "seed": 10_000, "horizon": 16, "long_horizon": 480,
-                        "session": {"temperature": 1.0, "guidance": 0.0, "context": "sample"}}
+                        "session": {}}  # unset: the checkpoint's sampling_defaults
     tuned = settings_from_args(parser.parse_args(["--json", "x.json", "--temperature", "0.7", "--guidance", "1.5",
                                                   "--context", "frame"]))
     assert tuned["session"] == {"temperature": 0.7, "guidance": 1.5, "context": "frame"}

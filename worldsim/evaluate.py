@@ -344,10 +344,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=_count, default=16, help="open-loop steps (errors at k=1 and k=horizon)")
     parser.add_argument("--long-horizon", type=_count, default=480,
                         help="frames per long rollout for object persistence (480 = 30 s at 16 fps)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the rollouts")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight of the rollouts")
-    parser.add_argument("--context", choices=("sample", "frame"), default="sample",
-                        help="what a generated frame leaves in the session's context (see Session)")
+    parser.add_argument("--temperature", type=float,
+                        help="sampling temperature of the rollouts (default: the checkpoint's, else 1)")
+    parser.add_argument("--guidance", type=float,
+                        help="classifier-free guidance weight of the rollouts (default: the checkpoint's, else 0)")
+    parser.add_argument("--context", choices=("sample", "frame"),
+                        help="what a generated frame leaves in the session's context (see Session; default: the "
+                             "checkpoint's, else sample)")
     parser.add_argument("--quick", action="store_true", help="a fast check: at most 4 episodes and 64 long frames")
 
 
@@ -380,7 +383,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         episodes, long_horizon = min(episodes, 4), min(long_horizon, 64)
     return {"episodes": episodes, "seed": args.seed, "horizon": args.horizon, "long_horizon": long_horizon,
-            "session": {"temperature": args.temperature, "guidance": args.guidance, "context": args.context}}
+            "session": {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance),
+                                          ("context", args.context)) if v is not None}}  # unset: the checkpoint's
 
 
 def run(args: argparse.Namespace) -> int:
