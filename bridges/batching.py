@@ -19,7 +19,7 @@ from worldsim.denoise import denoise
 from worldsim.model.cache import DeepState, KVCache
 from worldsim.model.flow import LN2, LOG_2PI, FlowNet
 from worldsim.model.local import LocalBlock
-from worldsim.sampling import FrameSample, SamplerSettings, _affine, _dup
+from worldsim.sampling import FrameSample, SamplerSettings, _affine, _dup, commit_chunk
 from worldsim.session import Session, StepResult
 
 
@@ -178,10 +178,7 @@ def _invert_deep_rows(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s
             active = now
             if not bool(active.any()):
                 break
-        last = e + 1 if e == n else e  # the last chunk also runs slot N, for the heads
-        p = deep.frame_params(state, slots(a, last), a, commit=True)
-        mean[:, a:e], logs[:, a:e] = p[0][:b], p[1][:b]
-        h = p[2]
+        h = commit_chunk(deep, state, slots, a, e, mean, logs)
     state.prev_u = _dup(u, b2)
     state.next_frame += 1
     return u, mean, logs, h[:b, -1], iters

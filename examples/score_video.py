@@ -46,7 +46,9 @@ print(f"the block is moved into the {info['wall']} wall at frame {args.edit_at}"
 calibrated = reports["real"]["calibrated"]
 print(f"{'frame':>5}  {'real bits/dim':>13}  {'edited bits/dim':>15}" + ("  verdict (edited)" if calibrated else ""))
 for real, fake in zip(reports["real"]["per_frame"], reports["edited"]["per_frame"], strict=True):
-    verdict = ("IMPLAUSIBLE" if fake["implausible"] else "ok") + f" ({fake['percentile']:.1f} pct)" if calibrated else ""
+    verdict = ""
+    if calibrated:
+        verdict = ("IMPLAUSIBLE" if fake["implausible"] else "ok") + f" ({fake['percentile']:.1f} pct)"
     print(f"{real['t']:>5}  {real['bits_per_dim']:>13.3f}  {fake['bits_per_dim']:>15.3f}  {verdict}")
 for name, r in reports.items():
     print(f"{name}: implausible frames {r['implausible_frames'] if calibrated else 'n/a (uncalibrated model)'}; "

@@ -105,14 +105,21 @@ def invert_deep(
                 iters += 1
                 if delta < s.tol:
                     break
-            # commit pass at the converged inputs (the last chunk also runs slot N, for the heads)
-            last = e + 1 if e == n else e
-            p = deep.frame_params(state, slots(a, last), a, commit=True)
-            mean[:, a:e], logs[:, a:e] = p[0][:b], p[1][:b]
-            h = p[2]
+            h = commit_chunk(deep, state, slots, a, e, mean, logs)
     state.prev_u = _dup(u, b2)
     state.next_frame += 1
     return u, mean, logs, h[:b, -1], iters
+
+
+def commit_chunk(deep: DeepBlock, state: DeepState, slots: Callable[[int, int], Tensor], a: int, e: int,
+                 mean: Tensor, logs: Tensor) -> Tensor:
+    """The commit pass of tokens a…e at their converged inputs: writes their mean and log σ (B rows) into `mean`
+    and `logs` and returns the pass's hidden states (the last chunk also runs slot N, for the heads)."""
+    b = mean.shape[0]
+    last = e + 1 if e == deep.n_tokens else e
+    p = deep.frame_params(state, slots(a, last), a, commit=True)
+    mean[:, a:e], logs[:, a:e] = p[0][:b], p[1][:b]
+    return p[2]
 
 
 def _jacobi_prefix(deep: DeepBlock, state: DeepState, u: Tensor, z: Tensor, slots: Callable[[int, int], Tensor],
