@@ -8,6 +8,8 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worldsim.bridges import (
     PROTOCOL_VERSION,
@@ -406,8 +408,12 @@ def test_malformed_messages_never_kill_the_server(server, client, raw):
     with client.session(seed=0) as good:
         good.reset(frames=frames_like(1))
         rng = np.random.default_rng(0)
-        for _ in range(300):
-            reply, arrays = rpc(raw, malformed(rng))
+        for _ in range(1000):
+            message = malformed(rng)
+            reply, arrays = rpc(raw, message)
+            if reply.ok:  # a random edit can land on a valid request (e.g. a hello): then it must decode
+                decode(message)
+                continue
             assert not reply.ok and reply.error.code in {"bad_header", "bad_version", "bad_op", "bad_buffer",
                                                          "too_large", "bad_request", "not_found"}, reply
             assert arrays == []
@@ -505,3 +511,21 @@ def test_create_takes_the_models_sampling_defaults():
             assert remote.info()["settings"]["temperature"] == 0.5 and hot.info()["settings"]["temperature"] == 1.0
             want = local.step("stay")
             assert np.array_equal(want.frame, remote.step("stay").frame) and want.log_prob != hot.step("stay").log_prob
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(st.lists(st.binary(max_size=96), max_size=4) | st.builds(
+    lambda h, extra: [msgpack.packb(h), *extra],
+    st.dictionaries(st.sampled_from(["v", "id", "op", "session", "seq", "args", "buffers", "ok", "x"]),
+                    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=8)
+                    | st.binary(max_size=8) | st.lists(st.integers(-9, 2**40), max_size=3)
+                    | st.dictionaries(st.text(max_size=3), st.integers(-9, 9), max_size=2), max_size=7),
+    st.lists(st.binary(max_size=32), max_size=2)))
+def test_decode_never_fails_except_with_a_coded_bridge_error(frames):
+    """Any bytes at all: decode returns a validated message or raises BridgeError with a known code."""
+    try:
+        message, arrays = decode(frames)
+    except BridgeError as e:
+        assert e.code in {"bad_header", "bad_version", "bad_op", "bad_buffer", "too_large", "bad_request"}, e.code
+    else:
+        assert isinstance(message, (Request, Reply)) and all(isinstance(a, np.ndarray) for a in arrays)
