@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 import zmq
 
 from worldsim.bridges import BridgeError, BridgeServer, RemoteWorldModel, decode, encode
@@ -19,6 +20,16 @@ SOAK_CLIENTS, SOAK_STEPS = 16, 200
 def start_frames(wm, seed: int = 0, n: int = 2) -> np.ndarray:
     h, w = wm.config.height, wm.config.width
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Bit-identity holds on one intra-op thread: with several, a batch's matmuls are split differently from a lone
+    row's and the last bits differ (seen on CI's 2 cores, amplified by max_iter into a frame's uint8 level)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def plan(i: int, steps: int, vocab) -> list[str]:
