@@ -153,15 +153,11 @@ class WorldModel:
         lp = torch.stack(lp_draws).mean(0).cpu().numpy()
         tok = torch.stack(tok_draws).mean(0).cpu().numpy()
         bpd = -lp / (net.dims_per_frame * LN2)
-        calibration = self.calibration
+        if not batched:
+            lp, bpd, tok = lp[0], bpd[0], tok[0]
+        calibration = self.calibration  # judge and surprise_z work on (…, T) and (…, N): batched or not
         verdict = None if calibration is None else judge(bpd, calibration, with_actions=actions is not None)
         surprise = surprise_z(tok, calibration).reshape(*tok.shape[:-1], *self.config.grid)
-        if not batched:
-            lp, bpd, tok, surprise = lp[0], bpd[0], tok[0], surprise[0]
-            if verdict is not None:
-                verdict = Verdict(*(v[0] for v in (verdict.percentile, verdict.z_score,
-                                                   verdict.threshold_bits_per_dim, verdict.implausible)),
-                                  verdict.threshold_percentile)
         return ScoreReport(lp, bpd, tok, self.config.likelihood_space, net.dims_per_frame, max(noise_draws, 0),
                            surprise, "nats" if calibration is None else "z", verdict)
 
