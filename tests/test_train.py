@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from worldsim import WorldModel
 from worldsim.config import preset
 from worldsim.envs.pushworld import PushWorld
+from worldsim.errors import WorldSimError
 from worldsim.record import record_dataset
-from worldsim.train import TrainSettings, train
+from worldsim.train import TrainSettings, _steps_for_budget, train
 
 OVERRIDES = {"height": 32, "width": 32, "codec": {"downsample": 8}}
 SETTINGS = TrainSettings(steps=6, batch=2, frames=4, codec_steps=8, codec_batch=8, warmup=2, checkpoint_every_s=1e9)
@@ -68,3 +70,25 @@ def test_two_process_ddp_keeps_identical_weights(data, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "state" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["ranks_in_sync"] is True and meta["step"] == 3
+
+
+def test_warm_start_loads_the_weights_skips_the_codec_and_refuses_another_config(data, tmp_path):
+    src = train(data, tmp_path / "src", config(), SETTINGS, progress=False)
+    warm = TrainSettings(**{**SETTINGS.__dict__, "steps": 0, "init_from": str(src)})
+    before = WorldModel.from_pretrained(src).net.state_dict()
+    train(data, tmp_path / "warm", config(), warm, progress=False)  # 0 steps: the saved model is the start
+    after = WorldModel.from_pretrained(tmp_path / "warm" / "model").net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    assert not any("codec_step" in r for r in rows)  # the codec phase was skipped
+    other = config().merged(noise_std=0.3)
+    with pytest.raises(WorldSimError, match=r"init_from .*differs.*noise_std"):
+        train(data, tmp_path / "bad", other, warm, progress=False)
+
+
+def test_budget_sizes_the_schedule_from_the_measured_speed(data, tmp_path):
+    s = TrainSettings(**{**SETTINGS.__dict__, "steps": 10**6})
+    train(data, tmp_path / "b", config(), s, progress=False, budget_s=0.0)  # budget spent: end right after probe
+    meta = json.loads((tmp_path / "b" / "state" / "meta.json").read_text())
+    assert meta["settings"]["steps"] == meta["step"] == 41
+    assert _steps_for_budget(100, 2.0, 60.0, 10.0) == 200

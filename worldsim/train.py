@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ class TrainSettings:
     seed: int = 0
     bf16: bool = False
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", …
+    init_from: str | None = None  # warm start: a model name or checkpoint directory (skips the codec phase)
 
 
 class TrainStep(nn.Module):
@@ -127,13 +128,32 @@ def held_out_bpd(net: FlowNet, data: Dataset, episodes: list[int], s: TrainSetti
     return float(nll_loss(out, net.dims_per_frame)[1])
 
 
+def warm_start(net: FlowNet, config: ModelConfig, source: str) -> None:
+    """Load the weights of a model (bundled name or checkpoint directory) into `net`; configs must agree."""
+    src = WorldModel.from_pretrained(source)
+    theirs, ours = src.config.model_dump(), config.model_dump()
+    diff = sorted(k for k in ours if k != "name" and theirs.get(k) != ours[k])
+    if diff:
+        raise WorldSimError(f"init_from {source!r}: its config differs from the one being trained in {diff} "
+                            f"(theirs {[theirs.get(k) for k in diff]}, ours {[ours[k] for k in diff]}). "
+                            "Fix: train with the same preset/config and a dataset with the same actions and fps.")
+    net.load_state_dict(src.net.state_dict())
+
+
+def _steps_for_budget(step: int, rate: float, budget_s: float, spent_s: float) -> int:
+    """Total steps that end the schedule when `budget_s` seconds (counted from the start of `train`) are up."""
+    return step + max(1, int(rate * max(0.0, budget_s - spent_s)))
+
+
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: ModelConfig, s: TrainSettings,
           resume: bool = False, progress: bool = True, stop_after_s: float | None = None,
-          until: int | None = None) -> Path:
+          until: int | None = None, budget_s: float | None = None) -> Path:
     """Train and return the path of the EMA model checkpoint (`out/model`). Resumes from `out/state`.
 
     stop_after_s / until: stop early (with a checkpoint) after that many seconds / at that step; the schedule
     still follows `s.steps`, so a later `resume` continues the same trajectory.
+    budget_s: size the schedule to a wall-clock budget instead: after 40 steps the measured speed sets
+    `s.steps` so that the cosine decay ends when the budget is spent (the meta records the steps chosen).
     """
     from tqdm import tqdm
 
@@ -152,6 +172,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
         net_state, ema_state, opt_state, meta = load_state(out / "state", net)
         step, codec_done = int(meta["step"]), bool(meta["codec_done"])
         logger.info("resumed from %s at step %d", out / "state", step)
+    elif s.init_from:
+        warm_start(net, config, s.init_from)
+        codec_done = True
+        logger.info("warm start from %s", s.init_from)
     net.to(device)
     t_start = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -210,8 +234,16 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
 
     if new_codec:
         checkpoint()  # the codec is done: a restart from here skips it
+    probe = (done_at_start + 10, done_at_start + 40) if budget_s is not None else None
     try:
         while step < s.steps:
+            if probe is not None and step == probe[0]:
+                t_probe = time.time()
+            if probe is not None and step == probe[1]:
+                rate = (probe[1] - probe[0]) / (time.time() - t_probe)
+                s = replace(s, steps=_steps_for_budget(step, rate, budget_s, time.time() - t_start))
+                bar.total, probe = s.steps, None
+                logger.info("%.2f steps/s: the schedule ends at step %d", rate, s.steps)
             rng = np.random.default_rng([s.seed, step, rank])
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
             batch = sample_batch(data, train_eps, s, rng)
@@ -287,6 +319,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (affine math stays float32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state")
+    p.add_argument("--init-from", help="warm start from a model name or checkpoint directory (same config)")
+    p.add_argument("--budget-minutes", type=float,
+                   help="fit the schedule to this wall-clock budget (the speed is measured after 40 steps)")
     p.add_argument("--stop-after", type=float, help="stop (with a checkpoint) after this many seconds")
     p.add_argument("--threads", type=int, help="torch CPU threads")
 
@@ -299,7 +334,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.merged(**json.loads(Path(args.config).read_text()))
     s = TrainSettings(steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, warmup=args.warmup,
                       codec_steps=args.codec_steps, checkpoint_every_s=args.checkpoint_every, seed=args.seed,
-                      bf16=args.bf16, device=args.device)
-    path = train(args.data, args.out, cfg, s, resume=args.resume, stop_after_s=args.stop_after)
+                      bf16=args.bf16, device=args.device, init_from=args.init_from)
+    budget = args.budget_minutes * 60 if args.budget_minutes else None
+    path = train(args.data, args.out, cfg, s, resume=args.resume, stop_after_s=args.stop_after, budget_s=budget)
     print(f"model written to {path}")
     return 0
