@@ -322,7 +322,7 @@ class Dataset:
         if length < 1 or n < 1:
             raise ValueError(f"sample_windows needs n >= 1 and length >= 1, got n={n}, length={length}.")
         pool = list(range(len(self))) if episodes is None else [int(i) for i in episodes]
-        lengths = np.array([self.episode_lengths[i] for i in pool], np.int64)
+        lengths = np.asarray(self.episode_lengths, np.int64)[pool]
         fits = lengths >= length
         if not fits.any():
             longest = int(lengths.max()) if len(lengths) else 0

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -235,6 +236,15 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     if new_codec:
         checkpoint()  # the codec is done: a restart from here skips it
     probe = (done_at_start + 10, done_at_start + 40) if budget_s is not None else None
+
+    def step_inputs(i: int) -> tuple[torch.Generator, Batch, int]:
+        """Noise generator, batch and FSM frame of step i, all drawn from a generator seeded by (seed, i, rank)."""
+        rng = np.random.default_rng([s.seed, i, rank])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        return gen, sample_batch(data, train_eps, s, rng), int(rng.integers(1, s.frames))
+
+    prefetch = ThreadPoolExecutor(1)  # the next batch is drawn while this step computes
+    pending = prefetch.submit(step_inputs, step)
     try:
         while step < s.steps:
             if probe is not None and step == probe[0]:
@@ -244,15 +254,14 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
                 s = replace(s, steps=_steps_for_budget(step, rate, budget_s, time.time() - t_start))
                 bar.total, probe = s.steps, None
                 logger.info("%.2f steps/s: the schedule ends at step %d", rate, s.steps)
-            rng = np.random.default_rng([s.seed, step, rank])
-            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            batch = sample_batch(data, train_eps, s, rng)
+            gen, batch, t_fsm = pending.result()
+            pending = prefetch.submit(step_inputs, step + 1)
             lr = lr_at(step, s.steps, s.lr, s.warmup)
             opt.param_groups[0]["lr"] = lr
             if den_params:
                 opt.param_groups[1]["lr"] = lr_at(step, s.steps, s.denoiser_lr, s.warmup)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.bf16):
-                loss, logs = step_fn(batch, gen, int(rng.integers(1, s.frames)))
+                loss, logs = step_fn(batch, gen, t_fsm)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(flow_params, s.clip))
@@ -270,6 +279,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
             if (stop_after_s is not None and time.time() - t_start > stop_after_s) or step == until:
                 break
     finally:
+        prefetch.shutdown(cancel_futures=True)
         checkpoint()
         bar.close()
         if metrics is not None:
