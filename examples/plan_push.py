@@ -45,6 +45,11 @@ def progress(agent, block, goal) -> float:
     return closeness(block, goal) + 0.3 * (closeness(agent, block) if block is not None else -1.0)
 
 
+def keep_last(found: dict, previous: dict) -> dict:
+    """Detected positions, falling back to the previous ones for an object not found."""
+    return {k: found[k] if found[k] is not None else previous[k] for k in ("agent_pos", "block_pos")}
+
+
 def real_simulator(env):
     def simulate(plans):
         totals = np.zeros(len(plans))
@@ -67,9 +72,17 @@ def run_task(controller: str, seed: int) -> bool:
     rng = np.random.default_rng(seed)
     session = wm.session(seed=seed)
     session.reset(frames=frame[None])
+    seen = keep_last(detect_objects(frame), {"agent_pos": info["agent_pos"], "block_pos": info["block_pos"]})
+    last: list[dict] = []
+
     def objective(out, t):
-        found = [detect_objects(f) for f in out.frame]
-        return np.array([progress(d["agent_pos"], d["block_pos"], goal) for d in found])
+        """Progress of each imagined frame; an object the model drew too faintly to detect keeps its last
+        known place (so a plan is not scored by whether the model lost the block, only by where it went)."""
+        nonlocal last
+        if t == 0:
+            last = [seen] * len(out.frame)
+        last = [keep_last(detect_objects(f), prev) for f, prev in zip(out.frame, last, strict=True)]
+        return np.array([progress(d["agent_pos"], d["block_pos"], goal) for d in last])
 
     steps = 0
     while steps < args.steps:
@@ -82,6 +95,7 @@ def run_task(controller: str, seed: int) -> bool:
         for a in plan:
             frame, _, done, _, info = env.step(a)
             session.observe(frame, action=a)  # keep the model anchored on what really happened
+            seen = keep_last(detect_objects(frame), seen)
             steps += 1
             if done:
                 return True
