@@ -23,7 +23,7 @@ LIMIT_MB = 25.0
 
 
 def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAINED_DIR,
-           calibrate: bool = True, temperature: float | None = None) -> Path:
+           calibrate: bool = True, temperature: float | None = None, lineage: str | None = None) -> Path:
     wm = WorldModel.from_pretrained(src)
     if temperature is not None:  # the session default users get; pick it with `worldsim eval --temperature`
         wm.meta[SAMPLING_KEY] = {**wm.sampling_defaults, "temperature": temperature}
@@ -33,6 +33,8 @@ def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAI
         wm.meta[META_KEY] = pushworld_calibration(wm).to_meta()
     if eval_json:
         wm.meta["eval"] = json.loads(Path(eval_json).read_text())
+    if lineage:  # how the weights came to be when it took several legs (a list of {what, command, ...})
+        wm.meta["training_legs"] = json.loads(Path(lineage).read_text())
     wm.meta["bundled_from"] = str(src)
     wm.meta["hardware"] = {"machine": platform.machine(), "processor": platform.processor() or "unknown",
                            "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -50,8 +52,10 @@ def main() -> None:
     p.add_argument("--eval", help="JSON written by `worldsim eval` for this checkpoint")
     p.add_argument("--no-calibrate", action="store_true", help="skip the plausibility calibration")
     p.add_argument("--temperature", type=float, help="default sampling temperature stored in meta.json")
+    p.add_argument("--lineage", help="JSON list of the training legs that led to these weights")
     a = p.parse_args()
-    out = bundle(a.src, a.name, a.eval, calibrate=not a.no_calibrate, temperature=a.temperature)
+    out = bundle(a.src, a.name, a.eval, calibrate=not a.no_calibrate, temperature=a.temperature,
+                 lineage=a.lineage)
     print(f"bundled {a.src} as {out}")
 
 

@@ -84,6 +84,13 @@ def test_evaluate_rejects_models_and_settings_it_cannot_measure(small, tiny):
         evaluate(tiny, episodes=1, horizon=1, long_horizon=1, progress=False)
     with pytest.raises(ConfigError, match="episodes must be >= 1, got 0"):
         evaluate(small, episodes=0, progress=False)
+    with pytest.raises(ConfigError, match="long_rollouts must be >= 1, got 0"):
+        evaluate(small, episodes=1, long_rollouts=0, progress=False)
+
+
+def test_long_rollouts_sets_how_many_episodes_get_a_long_rollout(small):
+    one = evaluate(small, progress=False, **{**SETTINGS, "long_rollouts": 1})
+    assert one["long_rollouts"] == 1 and one["generated_frames"] == 2 * 2 + 1 * 4
 
 
 # ----- metric functions on hand-made cases --------------------------------------------------------------------
@@ -193,8 +200,9 @@ def test_cli_hooks_write_json_and_png(small, tmp_path, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--json", "x.json", "--episodes", "0"])
     defaults = settings_from_args(parser.parse_args(["--json", "x.json"]))
-    assert defaults == {"episodes": 32, "seed": 10_000, "horizon": 16, "long_horizon": 480,
+    assert defaults == {"episodes": 32, "seed": 10_000, "horizon": 16, "long_horizon": 480, "long_rollouts": 4,
                         "session": {}}  # unset: the checkpoint's sampling_defaults
+    assert settings_from_args(parser.parse_args(["--json", "x.json", "--long-rollouts", "16"]))["long_rollouts"] == 16
     tuned = settings_from_args(parser.parse_args(["--json", "x.json", "--temperature", "0.7", "--guidance", "1.5",
                                                   "--context", "frame"]))
     assert tuned["session"] == {"temperature": 0.7, "guidance": 1.5, "context": "frame"}

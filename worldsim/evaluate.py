@@ -36,7 +36,7 @@ from .world_model import WorldModel
 
 logger = logging.getLogger(__name__)
 
-MAX_LONG_ROLLOUTS = 4  # long rollouts are the slowest part: the first min(episodes, 4) episodes get one
+LONG_ROLLOUTS = 4  # long rollouts are the slowest part: by default the first min(episodes, 4) episodes get one
 SCORE_BATCH = 8  # clips per scoring pass (larger batches were slower per clip on 2 CPU cores)
 LOCATE_PX = 8.0  # an edit is located when the hottest patch's centre is this close to a place that changed
 
@@ -207,7 +207,7 @@ def _check(model: WorldModel, episodes: int, horizon: int, long_horizon: int, co
 
 def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon: int = 16, long_horizon: int = 480,
              context: int = 2, progress: bool = True, out_png: str | os.PathLike | None = None,
-             session: dict[str, Any] | None = None) -> dict:
+             session: dict[str, Any] | None = None, long_rollouts: int = LONG_ROLLOUTS) -> dict:
     """Measure `model` against the real PushWorld on held-out seeds (DESIGN §10); deterministic for fixed arguments.
 
     Held-out episode i: PushWorld(size=H) reset with world seed `seed + i`, actions from PushWorldPolicy with
@@ -222,6 +222,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         seed: first world seed; also seeds the sessions (seed + i) and the implausible edits.
         horizon: open-loop steps per episode; errors are reported at k = 1 and k = horizon.
         long_horizon: frames per long rollout for object persistence.
+        long_rollouts: how many long rollouts (the first min(episodes, long_rollouts) episodes get one each).
         context: real frames given to the session before it imagines.
         session: extra Session settings for the rollouts (e.g. {"temperature": 0.7, "guidance": 1.0}).
         progress: tqdm bars (only when stderr is a terminal).
@@ -238,7 +239,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         - controllability: over open-loop steps whose action is a move and whose real agent moved ≥ 1 px, the
           share where the agent detected in consecutive generated frames (the first: the last context frame)
           moved > 0.5 px along the commanded direction and more than across it (a missed agent fails).
-        - object_persistence: share of frames of min(episodes, 4) rollouts of `long_horizon` frames in which
+        - object_persistence: share of frames of min(episodes, long_rollouts) rollouts of `long_horizon` frames in which
           both agent and block are detected (actions: the policy in the real world; after the real episode
           ends, the policy's persistent random actions); also per object.
         - plausibility_auroc: per episode one frame k ∈ [context, context + horizon) is drawn and four edited
@@ -254,6 +255,8 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
           only), settings, model summary and checkpoint meta.
     """
     _check(model, episodes, horizon, long_horizon, context, seed)
+    if long_rollouts < 1:
+        raise ConfigError(f"evaluate: long_rollouts must be >= 1, got {long_rollouts}.")
     start = time.perf_counter()
     cfg = model.config
     size, penalty = cfg.height, miss_penalty(cfg.height, cfg.width)
@@ -275,7 +278,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
             gen_seconds, gen_frames = gen_seconds + secs, gen_frames + len(frames)
     result: dict[str, Any] = open_loop_metrics(clips, gens, context, horizon, penalty)
 
-    n_long = min(episodes, MAX_LONG_ROLLOUTS)
+    n_long = min(episodes, long_rollouts)
     seen = np.zeros((n_long, long_horizon, len(OBJECTS)), bool)
     with _bar(n_long * long_horizon, "eval: long rollouts", progress, "frame") as bar:
         for i, clip in enumerate(clips[:n_long]):
@@ -344,6 +347,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=_count, default=16, help="open-loop steps (errors at k=1 and k=horizon)")
     parser.add_argument("--long-horizon", type=_count, default=480,
                         help="frames per long rollout for object persistence (480 = 30 s at 16 fps)")
+    parser.add_argument("--long-rollouts", type=_count, default=LONG_ROLLOUTS,
+                        help="long rollouts for object persistence (each --long-horizon frames; the slowest part)")
     parser.add_argument("--temperature", type=float,
                         help="sampling temperature of the rollouts (default: the checkpoint's, else 1)")
     parser.add_argument("--guidance", type=float,
@@ -383,6 +388,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         episodes, long_horizon = min(episodes, 4), min(long_horizon, 64)
     return {"episodes": episodes, "seed": args.seed, "horizon": args.horizon, "long_horizon": long_horizon,
+            "long_rollouts": args.long_rollouts,
             "session": {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance),
                                           ("context", args.context)) if v is not None}}  # unset: the checkpoint's
 
