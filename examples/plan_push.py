@@ -45,6 +45,11 @@ def progress(agent, block, goal) -> float:
     return closeness(block, goal) + 0.3 * (closeness(agent, block) if block is not None else -1.0)
 
 
+def distance(info: dict) -> float:
+    """Block-to-goal distance in the real world, px."""
+    return float(np.hypot(*np.subtract(info["block_pos"], info["goal_pos"])))
+
+
 def keep_last(found: dict, previous: dict) -> dict:
     """Detected positions, falling back to the previous ones for an object not found."""
     return {k: found[k] if found[k] is not None else previous[k] for k in ("agent_pos", "block_pos")}
@@ -65,10 +70,12 @@ def real_simulator(env):
     return simulate
 
 
-def run_task(controller: str, seed: int) -> bool:
+def run_task(controller: str, seed: int) -> tuple[bool, float]:
+    """(success, how far the block got towards the goal in px: start distance − end distance)."""
     env = PushWorld(render_mode="rgb_array", size=size, action_mode="text")
     frame, info = env.reset(seed=seed)
     goal = info["goal_pos"]
+    start = distance(info)
     rng = np.random.default_rng(seed)
     session = wm.session(seed=seed)
     session.reset(frames=frame[None])
@@ -98,15 +105,17 @@ def run_task(controller: str, seed: int) -> bool:
             seen = keep_last(detect_objects(frame), seen)
             steps += 1
             if done:
-                return True
-    return False
+                return True, start - distance(info)
+    return False, start - distance(info)
 
 
-results = {}
+results, progress_px = {}, {}
 for controller in args.controllers.split(","):
-    wins = [run_task(controller, args.seed + i) for i in range(args.episodes)]
-    results[controller] = float(np.mean(wins))
-    print(f"{controller:>6}: success {results[controller]:.2f} over {args.episodes} tasks")
+    wins, moved = zip(*(run_task(controller, args.seed + i) for i in range(args.episodes)), strict=True)
+    results[controller], progress_px[controller] = float(np.mean(wins)), float(np.mean(moved))
+    print(f"{controller:>6}: success {results[controller]:.2f} over {args.episodes} tasks; block moved "
+          f"{progress_px[controller]:+.1f} px towards the goal on average")
 if args.json:
     with open(args.json, "w") as f:
-        json.dump({"model": str(args.model), **vars(args), "success_rate": results}, f, indent=2)
+        json.dump({"model": str(args.model), **vars(args), "success_rate": results,
+                   "block_progress_px": progress_px}, f, indent=2)

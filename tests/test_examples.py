@@ -47,6 +47,8 @@ def test_plan_push_example(model, tmp_path):
     assert "random: success" in out and "model: success" in out and "real: success" in out
     rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
+    moved = json.loads((tmp_path / "r.json").read_text())["block_progress_px"]
+    assert set(moved) == set(rates) and all(abs(m) < 64 for m in moved.values())  # within the 64-px room
 
 
 def test_score_video_example(model, tmp_path):
