@@ -23,10 +23,13 @@ LIMIT_MB = 25.0
 
 
 def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAINED_DIR,
-           calibrate: bool = True, temperature: float | None = None, lineage: str | None = None) -> Path:
+           calibrate: bool = True, temperature: float | None = None, lineage: str | None = None,
+           sampling: dict | None = None) -> Path:
     wm = WorldModel.from_pretrained(src)
     if temperature is not None:  # the session default users get; pick it with `worldsim eval --temperature`
         wm.meta[SAMPLING_KEY] = {**wm.sampling_defaults, "temperature": temperature}
+    if sampling:  # other recommended session settings, e.g. {"tol": 1e-3, "freeze_prefix": true} (worldsim bench)
+        wm.meta[SAMPLING_KEY] = {**wm.sampling_defaults, **sampling}
     if calibrate:  # on the weights as they ship (fp16 round trip), so the reference matches what users score
         wm.net.load_state_dict({k: v.half().float() if v.is_floating_point() else v
                                 for k, v in wm.net.state_dict().items()})
@@ -53,9 +56,10 @@ def main() -> None:
     p.add_argument("--no-calibrate", action="store_true", help="skip the plausibility calibration")
     p.add_argument("--temperature", type=float, help="default sampling temperature stored in meta.json")
     p.add_argument("--lineage", help="JSON list of the training legs that led to these weights")
+    p.add_argument("--sampling", type=json.loads, help='more session defaults as JSON, e.g. \'{"tol": 1e-3}\'')
     a = p.parse_args()
     out = bundle(a.src, a.name, a.eval, calibrate=not a.no_calibrate, temperature=a.temperature,
-                 lineage=a.lineage)
+                 lineage=a.lineage, sampling=a.sampling)
     print(f"bundled {a.src} as {out}")
 
 

@@ -76,6 +76,9 @@ def test_step_together_refuses_mixed_sessions(tiny):
         s.reset(frames=start_frames(tiny))
     assert batch_key(a) != batch_key(b) and batch_key(fresh) is None
     assert batch_key(tiny.session(sampler="sequential")) is None
+    frozen = tiny.session(seed=4, freeze_prefix=True)
+    frozen.reset(frames=start_frames(tiny))
+    assert batch_key(frozen) is None  # steps alone: a batched pass would not reproduce its commits bit for bit
     with pytest.raises(ValueError, match="one batch_key; group them by batch_key"):
         step_together([a, b], ["stay", "stay"])
     with pytest.raises(ValueError, match="one action per session; received 1 sessions, 2 actions"):

@@ -111,7 +111,8 @@ def matmul_peak(size: int, reps: int = 5) -> dict:
 
 @torch.no_grad()
 def jacobi_vs_sequential(model: WorldModel, reps: int) -> dict:
-    """Per-frame inversion time, sequential (token by token, the exact reference) vs Jacobi (default settings) vs
+    """Per-frame inversion time, sequential (token by token, the exact reference) vs Jacobi (the model's recommended
+    settings, `sampling_defaults`, else the defaults) vs
     Jacobi with the converged prefix frozen (`freeze_prefix`), on the same state and noise; the max |Δ| of each
     Jacobi frame's tokens from the sequential ones; and the measured break-even iteration count K* = N·t₁/t_N of
     the deep block (t₁: a one-token pass, t_N: a whole-frame pass): Jacobi wins while it needs fewer passes."""
@@ -119,8 +120,10 @@ def jacobi_vs_sequential(model: WorldModel, reps: int) -> dict:
     frames, actions = real_clip(model, 4)
     state, cond, _ = context_state(model, frames[:3], actions)
     _, levels = sample_frame(net, state.clone(), cond, _noise(model, 0), SamplerSettings())  # local warm start
-    methods = {"sequential": SamplerSettings(method="sequential"), "jacobi": SamplerSettings(),
-               "jacobi_prefix": SamplerSettings(freeze_prefix=True)}
+    recommended = {k: v for k, v in model.sampling_defaults.items() if k in ("tol", "max_iter", "chunk",
+                                                                              "freeze_prefix")}
+    methods = {"sequential": SamplerSettings(method="sequential"), "jacobi": SamplerSettings(**recommended),
+               "jacobi_prefix": SamplerSettings(**{**recommended, "freeze_prefix": True})}
     times: dict[str, list[float]] = {m: [] for m in methods}
     diffs: dict[str, list[float]] = {m: [] for m in methods}
     iterations: dict[str, list[int]] = {m: [] for m in methods}
