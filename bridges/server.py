@@ -142,7 +142,11 @@ class BridgeServer(Ops):
         return int(self.bind().rsplit(":", 1)[1])
 
     def start(self) -> BridgeServer:
-        """Serve in a background thread; returns self (use `.port`, then `.stop()`)."""
+        """Serve in a background thread; returns self (use `.port`, then `.stop()`). Starting a server that is
+        already serving does nothing (a second loop on the same socket would crash: zmq sockets are not
+        thread-safe)."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
         self.bind()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="worldsim-bridge", daemon=True)
@@ -164,7 +168,7 @@ class BridgeServer(Ops):
         """Stop serving, close every session and the socket (linger 0)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join()  # the loop checks the flag every 100 ms; a step under way finishes first
             self._thread = None
             self._close()
 

@@ -191,7 +191,7 @@ def test_remote_scores_carry_the_calibrated_verdict():
 
     wm = WorldModel.from_pretrained("pushworld-64")  # ships with a calibration
     clip = held_out_clip(64, seed=5, index=0, episodes=1, length=4)
-    with BridgeServer(wm).start() as srv, RemoteWorldModel(srv.port, timeout_s=10.0) as remote:
+    with BridgeServer(wm) as srv, RemoteWorldModel(srv.port, timeout_s=10.0) as remote:
         want, got = wm.score(clip.frames, clip.actions), remote.score(clip.frames, clip.actions)
     assert got.surprise_unit == "z" and got.surprise.shape == (4, 8, 8)
     np.testing.assert_allclose(got.surprise, want.surprise, rtol=1e-5, atol=1e-5)
@@ -529,3 +529,13 @@ def test_decode_never_fails_except_with_a_coded_bridge_error(frames):
         assert e.code in {"bad_header", "bad_version", "bad_op", "bad_buffer", "too_large", "bad_request"}, e.code
     else:
         assert isinstance(message, (Request, Reply)) and all(isinstance(a, np.ndarray) for a in arrays)
+
+
+def test_starting_a_running_server_again_keeps_one_loop(tiny):
+    """`BridgeServer(wm).start()` inside `with` used to run two loops on one socket (a segfault under load)."""
+    with BridgeServer(tiny) as srv:
+        loop = srv._thread
+        assert srv.start() is srv and srv._thread is loop
+        with RemoteWorldModel(srv.port, timeout_s=10.0) as client:
+            assert client.hello()["protocol"] >= 1
+    assert not loop.is_alive()
