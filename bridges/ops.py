@@ -174,7 +174,8 @@ class Ops:
     def _op_session_info(self, entry, args, arrays):
         s, st = entry.session, entry.session.settings
         return {"steps": len(s.frames), "actions": len(s.actions), "reset": s.state is not None,
-                "settings": {"sampler": st.method, "guidance": st.guidance, "temperature": st.temperature},
+                "settings": {"sampler": st.method, "guidance": st.guidance, "temperature": st.temperature,
+                             "tol": st.tol, "freeze_prefix": st.freeze_prefix},
                 "last_seq": entry.last_seq, "stream": entry.stream}, []
 
 

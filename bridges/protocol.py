@@ -88,6 +88,7 @@ class CreateArgs(_Strict):
     denoise: str = Field("learned", description="'learned', 'tweedie' or 'none'.")
     context: str = Field("sample", description="'sample' or 'frame'.")
     strict_actions: bool = Field(True, description="Reject actions outside the vocabulary.")
+    freeze_prefix: bool = Field(False, description="Jacobi commits converged prefixes (faster alone; never batched).")
 
 
 class ResetArgs(_Strict):
