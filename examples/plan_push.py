@@ -45,11 +45,6 @@ def progress(agent, block, goal) -> float:
     return closeness(block, goal) + 0.3 * (closeness(agent, block) if block is not None else -1.0)
 
 
-# Imagined frames draw a pushed block smeared or faint: accept fainter colours and smaller or larger blobs there
-# (the room's other colours stay > 250 RGB units away from the block's).
-LENIENT = {"max_distance": 90.0, "min_fraction": 0.1, "max_area_factor": 6.0}
-
-
 def distance(info: dict) -> float:
     """Block-to-goal distance in the real world, px."""
     return float(np.hypot(*np.subtract(info["block_pos"], info["goal_pos"])))
@@ -93,7 +88,7 @@ def run_task(controller: str, seed: int) -> tuple[bool, float]:
         nonlocal last
         if t == 0:
             last = [seen] * len(out.frame)
-        last = [keep_last(detect_objects(f, **LENIENT), prev) for f, prev in zip(out.frame, last, strict=True)]
+        last = [keep_last(detect_objects(f), prev) for f, prev in zip(out.frame, last, strict=True)]
         return np.array([progress(d["agent_pos"], d["block_pos"], goal) for d in last])
 
     steps = 0
