@@ -228,6 +228,7 @@ class Dataset:
         self.manifest = _read_manifest(self.path)
         self.cache = cache
         self._episodes: dict[int, Episode] = {}
+        self._lengths = np.array([int(e["frames"]) for e in self.manifest["episodes"]], np.int64)
         for entry in self.manifest["episodes"]:
             file = self.path / entry["file"]
             if not file.is_file():
@@ -257,7 +258,7 @@ class Dataset:
     @property
     def episode_lengths(self) -> list[int]:
         """Frames per episode (T+1), from the manifest."""
-        return [int(e["frames"]) for e in self.manifest["episodes"]]
+        return self._lengths.tolist()
 
     def episode(self, i: int) -> Episode:
         """Load (and validate) episode `i`."""
@@ -322,7 +323,7 @@ class Dataset:
         if length < 1 or n < 1:
             raise ValueError(f"sample_windows needs n >= 1 and length >= 1, got n={n}, length={length}.")
         pool = list(range(len(self))) if episodes is None else [int(i) for i in episodes]
-        lengths = np.asarray(self.episode_lengths, np.int64)[pool]
+        lengths = self._lengths[pool]
         fits = lengths >= length
         if not fits.any():
             longest = int(lengths.max()) if len(lengths) else 0
