@@ -187,10 +187,11 @@ def _meta_summary(meta: dict) -> dict:
     return out
 
 
-def _check(model: WorldModel, episodes: int, horizon: int, long_horizon: int, context: int, seed: int) -> None:
+def _check(model: WorldModel, episodes: int, horizon: int, long_horizon: int, context: int, seed: int,
+           long_rollouts: int) -> None:
     cfg = model.config
     for name, value in (("episodes", episodes), ("horizon", horizon), ("long_horizon", long_horizon),
-                        ("context", context)):
+                        ("context", context), ("long_rollouts", long_rollouts)):
         if value < 1:
             raise ConfigError(f"evaluate: {name} must be >= 1, got {value}.")
     if seed < 0:
@@ -254,9 +255,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         - targets: the issue's targets, each {value, op, threshold, pass}; wall_time_s, frames_per_s (generation
           only), settings, model summary and checkpoint meta.
     """
-    _check(model, episodes, horizon, long_horizon, context, seed)
-    if long_rollouts < 1:
-        raise ConfigError(f"evaluate: long_rollouts must be >= 1, got {long_rollouts}.")
+    _check(model, episodes, horizon, long_horizon, context, seed, long_rollouts)
     start = time.perf_counter()
     cfg = model.config
     size, penalty = cfg.height, miss_penalty(cfg.height, cfg.width)
