@@ -26,10 +26,11 @@ def bundle(src: str, name: str, eval_json: str | None, dest_root: Path = PRETRAI
            calibrate: bool = True, temperature: float | None = None, lineage: str | None = None,
            sampling: dict | None = None) -> Path:
     wm = WorldModel.from_pretrained(src)
-    if temperature is not None:  # the session default users get; pick it with `worldsim eval --temperature`
-        wm.meta[SAMPLING_KEY] = {**wm.sampling_defaults, "temperature": temperature}
-    if sampling:  # other recommended session settings, e.g. {"tol": 1e-3, "freeze_prefix": true} (worldsim bench)
-        wm.meta[SAMPLING_KEY] = {**wm.sampling_defaults, **sampling}
+    # The session defaults users get: temperature from `worldsim eval --temperature`, the rest (e.g.
+    # {"tol": 5e-4, "freeze_prefix": true}) from `worldsim bench`.
+    recommended = {**({} if temperature is None else {"temperature": temperature}), **(sampling or {})}
+    if recommended:
+        wm.meta[SAMPLING_KEY] = {**wm.sampling_defaults, **recommended}
     if calibrate:  # on the weights as they ship (fp16 round trip), so the reference matches what users score
         wm.net.load_state_dict({k: v.half().float() if v.is_floating_point() else v
                                 for k, v in wm.net.state_dict().items()})
