@@ -33,6 +33,7 @@ args = p.parse_args()
 wm = worldsim.WorldModel.from_pretrained(args.model)
 size = wm.config.height
 vocab = list(PushWorld.vocabulary)
+CONTACT = 9.0 * size / 64  # agent radius + block half-size (8 px at 64) and a pixel to spare
 
 
 def closeness(block, goal) -> float:
@@ -40,9 +41,20 @@ def closeness(block, goal) -> float:
     return -1.0 if block is None else -float(np.hypot(block[0] - goal[0], block[1] - goal[1])) / size
 
 
+def push_spot(block, goal) -> np.ndarray:
+    """Where the agent stands to push the block towards the goal, along the axis with the larger error."""
+    error = np.subtract(goal, block)
+    axis = int(np.argmax(np.abs(error)))
+    spot = np.array(block, dtype=float)
+    spot[axis] -= np.sign(error[axis]) * CONTACT
+    return spot
+
+
 def progress(agent, block, goal) -> float:
-    """Block near the goal first; the agent near the block second (it has to get there to push)."""
-    return closeness(block, goal) + 0.3 * (closeness(agent, block) if block is not None else -1.0)
+    """Block near the goal first; the agent at the spot it must push from second (it has to get there)."""
+    if block is None:
+        return -1.3
+    return closeness(block, goal) + 0.3 * closeness(agent, push_spot(block, goal))
 
 
 def distance(info: dict) -> float:

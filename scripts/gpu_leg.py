@@ -7,7 +7,8 @@ from a model, export each as fp16 (small enough to copy back).
 Data: `--shards` × `--per-shard` episodes; shard k is `worldsim record ... --seed 1000 + per_shard·k`, so world
 seeds 1000 … 1000 + shards·per_shard − 1 are covered once (the policy's generator differs per shard). Each run is
 `worldsim train --init-from INIT --budget-minutes …` (warm start, cosine sized to the time left); a run that
-dies in its first two minutes (e.g. out of memory) is restarted at half its batch.
+dies in its first two minutes (e.g. out of memory) is restarted at half its batch. A run's own `--init-from`
+overrides `--init` (to continue a candidate of an earlier leg on the same machine; its data is then reused).
 """
 
 import argparse
@@ -109,7 +110,10 @@ def export() -> None:
 
 
 if __name__ == "__main__":
-    record()
+    if (data / "dataset.json").exists():  # a second leg on the same (still warm) machine reuses the data
+        print("data: reusing", data, flush=True)
+    else:
+        record()
     train_all()
     export()
     print(f"leg done in {time.time() - T0:.0f}s", flush=True)

@@ -19,6 +19,7 @@ from worldsim.eval_metrics import (
     held_out_clip,
     implausible_clip,
     long_actions,
+    lost_for_good_at,
     miss_penalty,
     moved_as_commanded,
 )
@@ -61,10 +62,20 @@ def test_result_has_every_metric_in_range(result):
                                       "plausibility_localisation"}  # no false-alarm target: uncalibrated
     assert result["plausibility_false_alarm_rate"] is None and result["plausibility_detection_rate"] is None
     assert 0 <= result["plausibility_localisation"] <= 1
+    by_rollout, lost = result["object_persistence_block_by_rollout"], result["block_lost_for_good_at"]
+    assert len(by_rollout) == len(lost) == 2 and np.isclose(np.mean(by_rollout), result["object_persistence_block"])
+    assert all(x is None or 0 <= x < 4 for x in lost)
     assert all(set(t) == {"value", "op", "threshold", "pass"} for t in result["targets"].values())
     assert not result["targets"]["position_error_px_k2"]["pass"]  # untrained: frames are noise-like
     json.dumps(result, allow_nan=False)  # JSON-ready, no NaN
     assert "plausibility AUROC" in format_table(result)
+
+
+def test_lost_for_good_at_is_the_frame_after_the_last_sighting():
+    assert lost_for_good_at(np.array([1, 1, 0, 1, 0, 0], bool)) == 4
+    assert lost_for_good_at(np.array([1, 0, 0, 1], bool)) is None  # found again by the last frame
+    assert lost_for_good_at(np.zeros(3, bool)) == 0
+    assert lost_for_good_at(np.zeros(0, bool)) is None
 
 
 def test_evaluate_is_deterministic(small, result):

@@ -125,6 +125,15 @@ def moved_as_commanded(before: np.ndarray | None, after: np.ndarray | None, acti
     return along > 0.5 and along > across
 
 
+def lost_for_good_at(seen: np.ndarray) -> int | None:
+    """The first frame from which an object is never detected again (None when it is seen in the last frame)."""
+    seen = np.asarray(seen, bool)
+    if seen.size == 0 or seen[-1]:
+        return None
+    found = np.flatnonzero(seen)
+    return int(found[-1] + 1) if found.size else 0
+
+
 def auroc(positives: np.ndarray | list[float], negatives: np.ndarray | list[float]) -> float | None:
     """Area under the ROC curve for 'positive scores higher', from average ranks (Mann–Whitney U); ties count ½.
 

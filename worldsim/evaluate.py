@@ -26,6 +26,7 @@ from .eval_metrics import (
     held_out_clip,
     implausible_clip,
     long_actions,
+    lost_for_good_at,
     miss_penalty,
     moved_as_commanded,
     object_errors,
@@ -242,7 +243,9 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
           moved > 0.5 px along the commanded direction and more than across it (a missed agent fails).
         - object_persistence: share of frames of min(episodes, long_rollouts) rollouts of `long_horizon` frames in which
           both agent and block are detected (actions: the policy in the real world; after the real episode
-          ends, the policy's persistent random actions); also per object.
+          ends, the policy's persistent random actions); also per object, and per rollout the block's share
+          (object_persistence_block_by_rollout) and the frame from which it was never seen again
+          (block_lost_for_good_at, None when it was seen in the last frame).
         - plausibility_auroc: per episode one frame k ∈ [context, context + horizon) is drawn and four edited
           copies made (teleport, wall, vanish, recolour; see `implausible_clip`); AUROC of frame k's bits/dim,
           edited clips (positives) vs the real clips' frame k (negatives); per kind, and paired accuracy.
@@ -293,6 +296,8 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         "object_persistence": float(seen.all(-1).mean()),
         "object_persistence_agent": float(seen[..., 0].mean()),
         "object_persistence_block": float(seen[..., 1].mean()),
+        "object_persistence_block_by_rollout": [float(b) for b in seen[..., 1].mean(1)],
+        "block_lost_for_good_at": [lost_for_good_at(b) for b in seen[..., 1]],
         "long_rollouts": n_long,
         **plausibility,
     })
