@@ -25,11 +25,11 @@ from worldsim.session import Session, StepResult
 
 def batch_key(session: Session) -> Hashable | None:
     """Sessions with equal keys can be stepped in one pass; None: this one cannot (closed, not reset, batched,
-    a per-session reward function, the sequential sampler, whose one-token passes round differently in a batch, or
-    `freeze_prefix`, whose per-session commits a batched pass does not reproduce bit for bit)."""
+    a per-session reward function, the sequential sampler, whose one-token passes round differently in a batch,
+    `freeze_prefix`, whose per-session commits a batched pass does not reproduce bit for bit, or best_of > 1)."""
     st = session.state
     if (session.closed or st is None or session.batch_size != 1 or session.reward_fn is not None
-            or session.settings.method != "jacobi" or session.settings.freeze_prefix):
+            or session.settings.method != "jacobi" or session.settings.freeze_prefix or session.best_of != 1):
         return None
     c = st.cache
     return (id(session.net), session.settings, session.denoise_mode, session.context, session.guided,

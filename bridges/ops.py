@@ -175,7 +175,7 @@ class Ops:
         s, st = entry.session, entry.session.settings
         return {"steps": len(s.frames), "actions": len(s.actions), "reset": s.state is not None,
                 "settings": {"sampler": st.method, "guidance": st.guidance, "temperature": st.temperature,
-                             "tol": st.tol, "freeze_prefix": st.freeze_prefix},
+                             "tol": st.tol, "freeze_prefix": st.freeze_prefix, "best_of": s.best_of},
                 "last_seq": entry.last_seq, "stream": entry.stream}, []
 
 

@@ -89,6 +89,7 @@ class CreateArgs(_Strict):
     context: str = Field("sample", description="'sample' or 'frame'.")
     strict_actions: bool = Field(True, description="Reject actions outside the vocabulary.")
     freeze_prefix: bool = Field(False, description="Jacobi commits converged prefixes (faster alone; never batched).")
+    best_of: int = Field(1, ge=1, le=64, description="Candidates per frame, the likeliest kept (never batched).")
 
 
 class ResetArgs(_Strict):

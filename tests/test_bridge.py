@@ -505,8 +505,9 @@ def test_create_takes_the_models_sampling_defaults():
     wm.meta["sampling"] = {"temperature": 0.5, "context": "frame", "freeze_prefix": True}
     with BridgeServer(wm) as srv, RemoteWorldModel(srv.port, timeout_s=5.0) as c:
         assert c.hello()["sampling_defaults"] == {"temperature": 0.5, "context": "frame", "freeze_prefix": True}
-        with c.session(seed=1) as frozen, c.session(seed=1, freeze_prefix=False) as batchable:
+        with c.session(seed=1) as frozen, c.session(seed=1, freeze_prefix=False, best_of=3) as batchable:
             assert frozen.info()["settings"]["freeze_prefix"] and not batchable.info()["settings"]["freeze_prefix"]
+            assert frozen.info()["settings"]["best_of"] == 1 and batchable.info()["settings"]["best_of"] == 3
         with wm.session(seed=3) as local, c.session(seed=3) as remote, c.session(seed=3, temperature=1.0) as hot:
             for s in (local, remote, hot):
                 s.reset(frames=frames_like(1))

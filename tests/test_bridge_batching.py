@@ -79,6 +79,9 @@ def test_step_together_refuses_mixed_sessions(tiny):
     frozen = tiny.session(seed=4, freeze_prefix=True)
     frozen.reset(frames=start_frames(tiny))
     assert batch_key(frozen) is None  # steps alone: a batched pass would not reproduce its commits bit for bit
+    picky = tiny.session(seed=5, best_of=2)
+    picky.reset(frames=start_frames(tiny))
+    assert batch_key(picky) is None  # its k candidates are a batch of their own
     with pytest.raises(ValueError, match="one batch_key; group them by batch_key"):
         step_together([a, b], ["stay", "stay"])
     with pytest.raises(ValueError, match="one action per session; received 1 sessions, 2 actions"):

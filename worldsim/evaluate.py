@@ -360,6 +360,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", choices=("sample", "frame"),
                         help="what a generated frame leaves in the session's context (see Session; default: the "
                              "checkpoint's, else sample)")
+    parser.add_argument("--best-of", type=_count, help="candidates per generated frame, the likeliest kept (see "
+                        "Session; default: the checkpoint's, else 1; costs about that many times the compute)")
     parser.add_argument("--quick", action="store_true", help="a fast check: at most 4 episodes and 64 long frames")
 
 
@@ -394,7 +396,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"episodes": episodes, "seed": args.seed, "horizon": args.horizon, "long_horizon": long_horizon,
             "long_rollouts": args.long_rollouts,
             "session": {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance),
-                                          ("context", args.context)) if v is not None}}  # unset: the checkpoint's
+                                          ("context", args.context), ("best_of", args.best_of))
+                        if v is not None}}  # unset: the checkpoint's
 
 
 def run(args: argparse.Namespace) -> int:

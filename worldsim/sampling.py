@@ -208,3 +208,23 @@ def sample_frame(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: Sam
     z_c = (u - mean) * torch.exp(-logs)
     tok = -0.5 * (z_c.pow(2) + LOG_2PI).sum(-1) - logs.sum(-1) + ld_local[:, 0]
     return FrameSample(u, x, tok.sum(-1), tok, h_end, iters), levels
+
+
+@torch.no_grad()
+def sample_best_of(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings, k: int,
+                   local_init: list[Tensor] | None = None) -> tuple[FrameSample, list[Tensor], DeepState]:
+    """`sample_frame` with k candidates per world, keeping each world's likeliest (highest exact log p).
+
+    z: (B·k, N, D), candidate j of world i in row i·k + j. `state` (B or 2B rows when guided: [cond; null]) is
+    not changed. Returns the kept sample and local-block levels (B rows) and a new state holding the kept frames.
+    """
+    b, g = z.shape[0] // k, cond.shape[0] * k // z.shape[0]  # worlds; 2 when guided
+    rows = torch.arange(g * b, device=z.device).repeat_interleave(k)
+    big = state.select(rows)
+    init = None if local_init is None else [t.repeat_interleave(k, 0) for t in local_init]
+    sample, levels = sample_frame(net, big, cond[rows], z, s, init)
+    best = sample.log_prob.view(b, k).argmax(1) + torch.arange(b, device=z.device) * k
+    keep = torch.cat([best + i * b * k for i in range(g)])
+    kept = FrameSample(sample.u[best], sample.x[best], sample.log_prob[best], sample.token_log_prob[best],
+                       sample.h_end[best], sample.iterations)
+    return kept, [t[best] for t in levels], big.select(keep)

@@ -14,7 +14,7 @@ from .errors import ConfigError, InvalidAction, SessionStateError, suggest
 from .frames import check_action, check_action_count, check_frames
 from .model.cache import DeepState
 from .model.flow import LN2
-from .sampling import SamplerSettings, sample_frame
+from .sampling import SamplerSettings, sample_best_of, sample_frame
 
 if TYPE_CHECKING:
     from .world_model import WorldModel
@@ -51,13 +51,15 @@ class Session:
             step cannot carry into the next; costs one extra parallel pass per frame).
         strict_actions: reject actions outside the model's vocabulary (with a suggestion).
         reward_fn: optional f(frame uint8 (H, W, 3), action str) -> float replacing the reward head.
+        best_of: draw this many candidates of every frame (in one batched pass) and keep the one the model finds
+            likeliest (exact log p): fewer implausible frames, at about best_of× the compute. 1: plain sampling.
     """
 
     def __init__(self, model: WorldModel, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi",
                  guidance: float = 0.0, temperature: float = 1.0, tol: float = 1e-4, max_iter: int | None = None,
                  chunk: int | None = None, denoise: str = "learned", context: str = "sample",
                  strict_actions: bool = True, reward_fn: Callable[[np.ndarray, str], float] | None = None,
-                 freeze_prefix: bool = False) -> None:
+                 freeze_prefix: bool = False, best_of: int = 1) -> None:
         for name, value, allowed in (("sampler", sampler, ("jacobi", "sequential")),
                                      ("denoise", denoise, ("learned", "tweedie", "none")),
                                      ("context", context, ("sample", "frame"))):
@@ -66,6 +68,8 @@ class Session:
                                   f"{suggest(str(value), allowed)}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an int ≥ 1; received {batch_size!r}.")
+        if not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < 1:
+            raise ConfigError(f"best_of must be an int ≥ 1 (candidates per frame); received {best_of!r}.")
         if guidance < 0 or temperature <= 0 or tol <= 0:
             raise ConfigError(f"need guidance ≥ 0, temperature > 0 and tol > 0; received guidance={guidance}, "
                               f"temperature={temperature}, tol={tol}.")
@@ -76,6 +80,7 @@ class Session:
         self.strict_actions = strict_actions
         self.context = context
         self.reward_fn = reward_fn
+        self.best_of = best_of
         self.generator = torch.Generator().manual_seed(seed)
         self.state: DeepState | None = None
         self.closed = False
@@ -233,10 +238,16 @@ class Session:
 
     def _generate(self, cond: torch.Tensor, acts: list[str | None], record_action: bool) -> StepResult:
         net, b, s = self.net, self.batch_size, self.settings
-        z = s.temperature * net.noise((b, self.cfg.tokens_per_frame, self.cfg.token_dim), self.generator)
+        k = self.best_of
+        z = s.temperature * net.noise((b * k, self.cfg.tokens_per_frame, self.cfg.token_dim), self.generator)
         before = self.state.clone() if self.denoise_mode == "tweedie" else None
-        target = self.state if self.context == "sample" else self.state.clone()
-        sample, levels = sample_frame(net, target, cond, z, s, self._levels)
+        if k > 1:
+            sample, levels, kept = sample_best_of(net, self.state, cond, z, s, k, self._levels)
+            if self.context == "sample":
+                self.state = kept
+        else:
+            target = self.state if self.context == "sample" else self.state.clone()
+            sample, levels = sample_frame(net, target, cond, z, s, self._levels)
         x_hat = denoise(net, sample.x, self._x_prev, before, cond[:b], self.denoise_mode)
         frames = net.decode_tokens(x_hat[:, None])[:, 0].cpu().numpy()
         reward, term = (t.cpu().numpy() for t in net.deep.heads(sample.h_end))
