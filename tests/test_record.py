@@ -13,7 +13,7 @@ from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.dataset import Dataset
 from worldsim.envs import PushWorld
 from worldsim.errors import DatasetError, WorldSimError
-from worldsim.record import PushWorldPolicy, import_videos, record_dataset
+from worldsim.record import PushWorldPolicy, import_videos, record_dataset, seek_action
 
 
 class Lamp(gym.Env):
@@ -95,6 +95,26 @@ def test_record_env_instance_with_text_actions_and_callable_policy(tmp_path):
     ds = Dataset(record_dataset(env, 2, tmp_path / "ds", policy=always_left, max_steps=4, progress=False))
     assert [ep.actions for ep in ds] == [["move left"] * 4] * 2
     assert ds.manifest["source"]["env_id"] == "PushWorld"
+
+
+def test_after_end_keeps_recording_past_a_success(tmp_path):
+    expert = lambda env, obs, info, rng: seek_action(env.unwrapped, rng)
+    ended = 0
+    for seed in range(4):  # one episode per dataset: the policy's rng then lines up in both recordings
+        kw = dict(policy=expert, seed=seed, progress=False)
+        p = Dataset(record_dataset("worldsim/PushWorld-v0", 1, tmp_path / f"p{seed}", **kw)).episode(0)
+        more = Dataset(record_dataset("worldsim/PushWorld-v0", 1, tmp_path / f"m{seed}", after_end=6, **kw))
+        m, n = more.episode(0), len(p.actions)
+        assert more.manifest["source"]["after_end"] == 6
+        assert np.array_equal(m.frames[: n + 1], p.frames) and m.actions[:n] == p.actions  # the same until the end
+        if p.terminated[-1]:  # a success: six more steps, the block still on its goal at first
+            ended += 1
+            assert len(m.actions) == min(n + 6, 200) and m.terminated[n - 1] and m.terminated[n]
+        else:  # the time limit: nothing to add
+            assert len(m.actions) == n
+    assert ended >= 2
+    with pytest.raises(WorldSimError, match="after_end must be an int >= 0"):
+        record_dataset("worldsim/PushWorld-v0", 1, tmp_path / "c", after_end=-1, progress=False)
 
 
 def test_discrete_env_without_names_gets_action_i(tmp_path):

@@ -92,7 +92,8 @@ def _record(args: argparse.Namespace) -> int:
         from .record import record_dataset
 
         path = record_dataset(args.env, args.episodes, args.out, policy=args.policy, seed=args.seed,
-                              max_steps=args.max_steps, overwrite=args.overwrite)
+                              max_steps=args.max_steps, overwrite=args.overwrite,
+                              after_end=args.after_end)
     from .dataset import Dataset
 
     data = Dataset(path)
@@ -180,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data policy (default: pushworld for PushWorld, else random)")
     p.add_argument("--seed", type=int, default=0, help="base seed: episode i resets with seed+i (default: 0)")
     p.add_argument("--max-steps", type=_positive_int, help="cap on steps per episode (default: the env's limit)")
+    p.add_argument("--after-end", type=int, default=0, metavar="N",
+                   help="keep recording N steps after an episode terminates (the world goes on after a success)")
     p.add_argument("--import-videos", metavar="DIR", help="folder of videos to import instead of recording")
     p.add_argument("--actions", metavar="FILE.jsonl",
                    help='with --import-videos: one {"video", "actions", "caption"} object per line')

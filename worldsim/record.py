@@ -220,7 +220,7 @@ def _frame(env: gym.Env) -> np.ndarray:
 def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | os.PathLike,
                    policy: str | Policy | None = None, seed: int = 0, max_steps: int | None = None,
                    action_texts: Sequence[str] | None = None, progress: bool = True,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, after_end: int = 0) -> Path:
     """Run `episodes` episodes and store them as a dataset.
 
     Episode i is reset with seed `seed + i`; the policy draws from `np.random.default_rng(seed)`.
@@ -237,6 +237,9 @@ def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | o
         action_texts: phrases for Discrete actions 0..n-1, overriding the env's own names.
         progress: show a tqdm bar (only when stderr is a terminal).
         overwrite: replace a dataset already in `out_dir`.
+        after_end: keep stepping this many steps after the env first terminates (within the step cap), so the
+            data shows that the world goes on after, e.g., a success: a block on its goal stays there. Every
+            step keeps the env's own `terminated` flag.
 
     Returns:
         The dataset directory.
@@ -251,13 +254,15 @@ def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | o
         if env.render_mode != "rgb_array":
             raise WorldSimError(f"env {env_id} has render_mode={env.render_mode!r}; recording needs frames, "
                                 f"make it with render_mode='rgb_array'.")
+    if not isinstance(after_end, int) or after_end < 0:
+        raise WorldSimError(f"after_end must be an int >= 0 (steps recorded after the end), got {after_end!r}.")
     if max_steps is not None and max_steps < 1:
         raise WorldSimError(f"max_steps must be >= 1 (or None for the env's time limit), got {max_steps}.")
     pol, policy_name = make_policy(policy, env)
     limit = max_steps or (env.spec.max_episode_steps if env.spec is not None else None) or DEFAULT_MAX_STEPS
     rng = np.random.default_rng(seed)
     writer: DatasetWriter | None = None
-    source = {"env_id": env_id, "policy": policy_name, "seed": seed, "max_steps": limit}
+    source = {"env_id": env_id, "policy": policy_name, "seed": seed, "max_steps": limit, "after_end": after_end}
     bar = tqdm(total=episodes, desc="record", unit="ep", disable=not (progress and sys.stderr.isatty()))
     try:
         for i in range(episodes):
@@ -266,14 +271,17 @@ def record_dataset(env_id_or_env: str | gym.Env, episodes: int, out_dir: str | o
                 pol.reset()
             frames, actions, rewards, terms = [_frame(env)], [], [], []
             caption = str(info.get("caption", ""))
-            for _ in range(limit):
+            ended_at = None
+            for t in range(limit):
                 action = pol(env, obs, info, rng)
                 actions.append(action_to_text(env, action, action_texts))
                 obs, reward, terminated, truncated, info = env.step(action)
                 frames.append(_frame(env))
                 rewards.append(float(reward))
                 terms.append(bool(terminated))
-                if terminated or truncated:
+                if terminated and ended_at is None:
+                    ended_at = t
+                if truncated or (ended_at is not None and t - ended_at >= after_end):
                     break
             if writer is None:
                 h, w = frames[0].shape[:2]
