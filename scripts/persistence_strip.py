@@ -14,7 +14,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 
 from worldsim import WorldModel
 from worldsim.eval_metrics import detect, held_out_clip, long_actions
@@ -27,6 +26,7 @@ p.add_argument("--seed", type=int, default=10_000)
 p.add_argument("--start", type=int, default=0, help="first imagined frame shown")
 p.add_argument("--end", type=int, default=48, help="one past the last imagined frame shown")
 p.add_argument("--every", type=int, default=2)
+p.add_argument("--best-of", type=int, default=1, help="Session best_of (candidates per frame, likeliest kept)")
 p.add_argument("--out", required=True)
 args = p.parse_args()
 
@@ -34,7 +34,7 @@ wm = WorldModel.from_pretrained(args.model)
 context = 2  # as in worldsim eval
 clip = held_out_clip(wm.config.height, args.seed, args.rollout, args.episodes, context + 16)
 real, actions = long_actions(wm.config.height, clip.world_seed, context - 1 + args.end)
-with wm.session(seed=args.seed + args.rollout) as s:
+with wm.session(seed=args.seed + args.rollout, best_of=args.best_of) as s:
     s.reset(frames=clip.frames[:context], actions=clip.actions[:context - 1])
     imagined = [s.step(a).frame for a in actions[context - 1:]]
 
@@ -56,7 +56,8 @@ for col, j in enumerate(shown):
     axes[0, col].set_title(f"{j}", fontsize=7)
 axes[0, 0].set_ylabel("real", fontsize=8)
 axes[1, 0].set_ylabel("imagined", fontsize=8)
-fig.suptitle(f"{args.model}: long rollout {args.rollout} (world seed {clip.world_seed}); red: block not found",
+fig.suptitle(f"{args.model}: long rollout {args.rollout} (world seed {clip.world_seed}), best_of={args.best_of}; "
+             "red: block not found",
              fontsize=9)
 fig.tight_layout()
 fig.savefig(args.out, dpi=110)

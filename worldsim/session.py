@@ -52,7 +52,8 @@ class Session:
         strict_actions: reject actions outside the model's vocabulary (with a suggestion).
         reward_fn: optional f(frame uint8 (H, W, 3), action str) -> float replacing the reward head.
         best_of: draw this many candidates of every frame (in one batched pass) and keep the one the model finds
-            likeliest (exact log p): fewer implausible frames, at about best_of× the compute. 1: plain sampling.
+            likeliest (exact log p), at about best_of× the compute. 1: plain sampling. (A mode-seeking knob like a
+            lower temperature; on the bundled model it did not stop the block from fading on the goal, README.)
     """
 
     def __init__(self, model: WorldModel, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi",
