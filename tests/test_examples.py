@@ -1,4 +1,5 @@
-"""The example scripts run as subprocesses on a small saved model (32×32, untrained) with tiny budgets."""
+"""The example scripts (and scripts/persistence_strip.py) run as subprocesses on a small saved model (32×32,
+untrained) with tiny budgets."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def model(tmp_path_factory):
     return path
 
 
-def run(script, *args, cwd):
+def run(script, *args, cwd, folder="examples"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=cwd, env=env,
+    r = subprocess.run([sys.executable, str(ROOT / folder / script), *args], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
@@ -49,6 +50,14 @@ def test_plan_push_example(model, tmp_path):
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
     moved = json.loads((tmp_path / "r.json").read_text())["block_progress_px"]
     assert set(moved) == set(rates) and all(abs(m) < 64 for m in moved.values())  # within the 64-px room
+
+
+def test_persistence_strip_script(model, tmp_path):
+    out = run("persistence_strip.py", "--model", str(model), "--rollout", "1", "--episodes", "2", "--end", "4",
+              "--best-of", "2", "--out", "p.png", cwd=tmp_path, folder="scripts")
+    assert out.startswith("wrote p.png; block not found in imagined frames [") and (tmp_path / "p.png").stat().st_size
+    lost = json.loads(out[out.index("["):out.index("]") + 1])
+    assert all(0 <= j < 4 for j in lost)  # indices of the four imagined frames
 
 
 def test_score_video_example(model, tmp_path):
