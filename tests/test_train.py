@@ -92,3 +92,23 @@ def test_budget_sizes_the_schedule_from_the_measured_speed(data, tmp_path):
     meta = json.loads((tmp_path / "b" / "state" / "meta.json").read_text())
     assert meta["settings"]["steps"] == meta["step"] == 41
     assert _steps_for_budget(100, 2.0, 60.0, 10.0) == 200
+
+
+def test_ema_decay_zero_ships_the_last_raw_weights_and_the_flag_checks_its_range(data, tmp_path):
+    import argparse
+
+    from safetensors.torch import load_file
+
+    from worldsim.train import add_arguments
+
+    train(data, tmp_path / "e", config(), TrainSettings(**{**SETTINGS.__dict__, "ema": 0.0}), progress=False)
+    shipped = WorldModel.from_pretrained(tmp_path / "e" / "model").net.state_dict()
+    raw = {k[6:]: v for k, v in load_file(tmp_path / "e" / "state" / "model.safetensors").items()
+           if k.startswith("model.")}
+    floats = [k for k in raw if raw[k].is_floating_point()]
+    assert floats and all(torch.equal(shipped[k], raw[k]) for k in floats)
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args(["--data", "d", "--out", "o", "--ema", "0.99"]).ema == 0.99
+    with pytest.raises(SystemExit):
+        p.parse_args(["--data", "d", "--out", "o", "--ema", "1.0"])

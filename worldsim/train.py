@@ -317,6 +317,13 @@ def plot_metrics(jsonl: Path, png: Path) -> None:
     os.replace(tmp, png)
 
 
+def _decay(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset directory (worldsim record)")
     p.add_argument("--out", required=True, help="output directory: model/, state/, metrics.jsonl, loss.png")
@@ -330,6 +337,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec-steps", type=int, default=TrainSettings.codec_steps, help="latent codec steps")
     p.add_argument("--checkpoint-every", type=float, default=TrainSettings.checkpoint_every_s, help="seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, noise and initialisation")
+    p.add_argument("--ema", type=_decay, default=TrainSettings.ema,
+                   help="EMA decay of the sampling weights; it averages over about 1/(1-decay) steps, so a short "
+                        "fine-tuning leg (a few hundred steps) wants 0.99")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (affine math stays float32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state")
@@ -348,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.merged(**json.loads(Path(args.config).read_text()))
     s = TrainSettings(steps=args.steps, batch=args.batch, frames=args.frames, lr=args.lr, warmup=args.warmup,
                       codec_steps=args.codec_steps, checkpoint_every_s=args.checkpoint_every, seed=args.seed,
-                      bf16=args.bf16, device=args.device, init_from=args.init_from)
+                      bf16=args.bf16, device=args.device, init_from=args.init_from, ema=args.ema)
     budget = args.budget_minutes * 60 if args.budget_minutes else None
     path = train(args.data, args.out, cfg, s, resume=args.resume, stop_after_s=args.stop_after, budget_s=budget)
     print(f"model written to {path}")
