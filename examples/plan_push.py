@@ -27,6 +27,7 @@ p.add_argument("--iterations", type=int, default=3)
 p.add_argument("--replan-every", type=int, default=4, help="real steps executed per plan (MPC)")
 p.add_argument("--seed", type=int, default=20_000, help="first task seed (held out from training data)")
 p.add_argument("--controllers", default="random,model,real", help="comma-separated subset of random,model,real")
+p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
 p.add_argument("--json", help="write the success rates here")
 args = p.parse_args()
 
@@ -89,7 +90,7 @@ def run_task(controller: str, seed: int) -> tuple[bool, float]:
     goal = info["goal_pos"]
     start = distance(info)
     rng = np.random.default_rng(seed)
-    session = wm.session(seed=seed)
+    session = wm.session(seed=seed, **({} if args.temperature is None else {"temperature": args.temperature}))
     session.reset(frames=frame[None])
     seen = keep_last(detect_objects(frame), {"agent_pos": info["agent_pos"], "block_pos": info["block_pos"]})
     last: list[dict] = []
