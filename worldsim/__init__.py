@@ -1,4 +1,10 @@
-"""worldsim: an interactive world simulator on a strictly causal normalizing-flow video model."""
+"""worldsim: an interactive world simulator on a strictly causal normalizing-flow video model.
+
+Importing it turns on flush-to-zero for denormal floats (see `WorldModel`): CPU worker threads inherit the mode
+from the thread that starts them, so it is set before torch starts its thread pool where possible.
+"""
+
+import torch as _torch
 
 from .config import ModelConfig, preset
 from .errors import (
@@ -12,6 +18,8 @@ from .errors import (
 )
 from .session import Session, StepResult
 from .world_model import ScoreReport, WorldModel, bundled_models
+
+_torch.set_flush_denormal(True)
 
 __version__ = "0.1.0"
 
