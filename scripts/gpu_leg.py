@@ -1,8 +1,8 @@
 """One timed training leg on a rented GPU: record PushWorld in parallel shards, fine-tune candidates side by side
 from a model, export each as fp16 (small enough to copy back).
 
-    python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 8.3 \\
-        --run "A=--frames 16 --batch 64" --run "B=--frames 8 --batch 128"
+    python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 8.3 --after-end 48 \\
+        --run "A=--frames 64 --batch 64 --ema 0.99" --run "B=--frames 32 --batch 128 --ema 0.99"
 
 Data: `--shards` × `--per-shard` episodes; shard k is `worldsim record ... --seed 1000 + per_shard·k`, so world
 seeds 1000 … 1000 + shards·per_shard − 1 are covered once (the policy's generator differs per shard). Each run is
@@ -28,6 +28,7 @@ p.add_argument("--budget-minutes", type=float, required=True, help="wall clock f
 p.add_argument("--run", action="append", required=True, help='NAME="extra worldsim train arguments"')
 p.add_argument("--shards", type=int, default=16)
 p.add_argument("--per-shard", type=int, default=500)
+p.add_argument("--after-end", type=int, default=0, help="steps recorded after each episode ends (record --after-end)")
 p.add_argument("--device", default="cuda")
 p.add_argument("--work", default="/tmp/leg", help="scratch folder (data, full checkpoints, logs)")
 args = p.parse_args()
@@ -44,7 +45,8 @@ def record_shard(k: int) -> list[dict]:
     from worldsim.record import record_dataset
 
     d = record_dataset("worldsim/PushWorld-v0", args.per_shard, data / f"s{k}", policy="pushworld",
-                       seed=1000 + args.per_shard * k, progress=False, overwrite=True)
+                       seed=1000 + args.per_shard * k, progress=False, overwrite=True,
+                       after_end=args.after_end)
     return [{**e, "file": f"s{k}/{e['file']}"} for e in json.loads((d / "dataset.json").read_text())["episodes"]]
 
 
@@ -56,7 +58,8 @@ def record() -> None:
     manifest["episodes"] = [e for part in parts for e in part]
     manifest["episode_count"] = len(manifest["episodes"])
     manifest["frame_count"] = sum(e["frames"] for e in manifest["episodes"])
-    manifest["source"] = {**manifest["source"], "seed": 1000, "shards": args.shards, "per_shard": args.per_shard}
+    manifest["source"] = {**manifest["source"], "seed": 1000, "shards": args.shards, "per_shard": args.per_shard,
+                          "after_end": args.after_end}
     (data / "dataset.json").write_text(json.dumps(manifest))
     print(f"data: {manifest['episode_count']} episodes, {manifest['frame_count']} frames "
           f"in {time.time() - T0:.0f}s", flush=True)
