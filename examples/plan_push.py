@@ -35,6 +35,7 @@ wm = worldsim.WorldModel.from_pretrained(args.model)
 size = wm.config.height
 vocab = list(PushWorld.vocabulary)
 CONTACT = 9.0 * size / 64  # agent radius + block half-size (8 px at 64) and a pixel to spare
+SESSION = {} if args.temperature is None else {"temperature": args.temperature}  # else the model's defaults
 
 
 def closeness(block, goal) -> float:
@@ -90,7 +91,7 @@ def run_task(controller: str, seed: int) -> tuple[bool, float]:
     goal = info["goal_pos"]
     start = distance(info)
     rng = np.random.default_rng(seed)
-    session = wm.session(seed=seed, **({} if args.temperature is None else {"temperature": args.temperature}))
+    session = wm.session(seed=seed, **SESSION)
     session.reset(frames=frame[None])
     seen = keep_last(detect_objects(frame), {"agent_pos": info["agent_pos"], "block_pos": info["block_pos"]})
     last: list[dict] = []

@@ -38,6 +38,7 @@ with wm.session(seed=args.seed + args.rollout, best_of=args.best_of) as s:
     s.reset(frames=clip.frames[:context], actions=clip.actions[:context - 1])
     imagined = [s.step(a).frame for a in actions[context - 1:]]
 
+lost = [j for j, frame in enumerate(imagined) if detect(frame)["block"] is None]
 shown = list(range(args.start, args.end, args.every))
 fig, axes = plt.subplots(2, len(shown), figsize=(1.1 * len(shown), 2.6), squeeze=False)
 for col, j in enumerate(shown):
@@ -50,7 +51,7 @@ for col, j in enumerate(shown):
             ax.set_facecolor("white")
             continue
         ax.imshow(frame)
-        if row == 1 and detect(frame)["block"] is None:
+        if row == 1 and j in lost:
             for spine in ax.spines.values():
                 spine.set_color("red"), spine.set_linewidth(2)
     axes[0, col].set_title(f"{j}", fontsize=7)
@@ -61,5 +62,4 @@ fig.suptitle(f"{args.model}: long rollout {args.rollout} (world seed {clip.world
              fontsize=9)
 fig.tight_layout()
 fig.savefig(args.out, dpi=110)
-print(f"wrote {args.out}; block not found in imagined frames "
-      f"{[j for j in range(len(imagined)) if detect(imagined[j])['block'] is None][:12]} …")
+print(f"wrote {args.out}; block not found in imagined frames {lost[:12]} …")

@@ -58,14 +58,13 @@ class ScoreReport:
 class WorldModel:
     """A world model: `score` clips, open a stateful `session` to imagine futures.
 
-    `import worldsim` and creating a model turn on flush-to-zero for denormal floats (`torch.set_flush_denormal(True)`,
-    where the CPU supports it): values below 1.2e-38 become 0. The bundled model's activations produce such
-    values, and CPUs handle them slowly: `worldsim bench` measured 15.1 frames/s without it and 19.2 with it
-    set before torch's threads start. Call `torch.set_flush_denormal(False)` to undo it.
+    `import worldsim` turns on flush-to-zero for denormal floats (`torch.set_flush_denormal(True)`, where the CPU
+    supports it): values below 1.2e-38 become 0. The bundled model's activations produce such values, and CPUs
+    handle them slowly: `worldsim bench` measured 15.1 frames/s without it and 17.4 with it. Call
+    `torch.set_flush_denormal(False)` to undo it.
     """
 
     def __init__(self, net: FlowNet, meta: dict[str, Any] | None = None) -> None:
-        torch.set_flush_denormal(True)
         self.net = net.eval()
         self.config: ModelConfig = net.cfg
         self.meta = dict(meta or {})
