@@ -28,6 +28,8 @@ p.add_argument("--replan-every", type=int, default=4, help="real steps executed 
 p.add_argument("--seed", type=int, default=20_000, help="first task seed (held out from training data)")
 p.add_argument("--controllers", default="random,model,real", help="comma-separated subset of random,model,real")
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
+p.add_argument("--glance-penalty", type=float, default=0.5,
+               help="objective penalty per step for touching the block away from the push spot (0: off)")
 p.add_argument("--json", help="write the success rates here")
 args = p.parse_args()
 
@@ -35,6 +37,8 @@ wm = worldsim.WorldModel.from_pretrained(args.model)
 size = wm.config.height
 vocab = list(PushWorld.vocabulary)
 CONTACT = 9.0 * size / 64  # agent radius + block half-size (8 px at 64) and a pixel to spare
+SUCCESS = 4.0 * size / 64  # PushWorld's success radius
+GLANCE = args.glance_penalty
 SESSION = {} if args.temperature is None else {"temperature": args.temperature}  # else the model's defaults
 
 
@@ -53,10 +57,18 @@ def push_spot(block, goal) -> np.ndarray:
 
 
 def progress(agent, block, goal) -> float:
-    """Block near the goal first; the agent at the spot it must push from second (it has to get there)."""
+    """Block near the goal first; the agent at the spot it must push from second (it has to get there); a
+    bonus for a block on the goal; a penalty for touching the block anywhere but from the push spot: glancing
+    contacts move the block sideways, and they are where the model's imagination is least exact."""
     if block is None:
         return -1.3
-    return closeness(block, goal) + 0.3 * closeness(agent, push_spot(block, goal))
+    spot = push_spot(block, goal)
+    score = closeness(block, goal) + 0.3 * closeness(agent, spot)
+    if np.hypot(*np.subtract(block, goal)) <= SUCCESS:
+        score += 1.0
+    if np.hypot(*np.subtract(agent, block)) < CONTACT + 2 * size / 64 and np.hypot(*np.subtract(agent, spot)) > 3:
+        score -= GLANCE
+    return score
 
 
 def distance(info: dict) -> float:
@@ -78,7 +90,7 @@ def real_simulator(env):
                 _, _, done, _, info = world.step(a)
                 totals[i] += progress(info["agent_pos"], info["block_pos"], info["goal_pos"])
                 if done:
-                    totals[i] += len(plan) - t  # success: the best possible score for the rest of the plan
+                    totals[i] += len(plan) - 1 - t  # success: the block stays on the goal for the rest of the plan
                     break
         return totals
     return simulate

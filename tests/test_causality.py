@@ -69,3 +69,29 @@ def test_sliding_window_keeps_causality_over_long_clips(tiny):
     changed[-2] = 0
     new = flow_terms(tiny, changed, actions)
     np.testing.assert_array_equal(base[0][:-2], new[0][:-2])
+
+
+def test_whole_clip_attention_split_by_window_matches_frame_by_frame(tiny):
+    """Long clips attend in windowed chunks (`band_blocks`): exact, so the same as adding one frame at a time."""
+    from worldsim.model.deep import band_blocks, band_mask
+
+    net, t = tiny.net, 3 * tiny.config.deep.window
+    frames = clip(3, t=t)
+    actions = [ACTS[i % 5] for i in range(t - 1)]
+    whole = flow_terms(tiny, frames, actions)
+    x = net.encode_frames(torch.from_numpy(frames)[None])
+    cond = net.frame_conditions(net.action_embeddings([actions]), 1, t, 0)
+    state = net.new_state(net.prompt_embeddings(["room"]))
+    with torch.no_grad():
+        steps = [net(x[:, i : i + 1], cond[:, i : i + 1], state) for i in range(t)]
+    np.testing.assert_allclose(whole[0], np.concatenate([s.log_prob[0].numpy() for s in steps]), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(whole[1], np.concatenate([s.z[0].numpy() for s in steps]), atol=1e-4)
+    # and the split really happened: each chunk of queries sees fewer keys than the whole clip has
+    n = tiny.config.tokens_per_frame + 1
+    frame = torch.arange(t * n) // n
+    seq = torch.arange(t * n)
+    mask = band_mask(frame, seq, frame, seq, tiny.config.deep.window)
+    blocks = band_blocks(mask, frame, tiny.config.deep.window)
+    assert blocks is not None and len(blocks) == 3
+    assert all(keys.numel() < t * n for _, keys, _ in blocks[1:])
+    assert all(torch.equal(m, mask[rows][:, keys]) and bool(m.any(1).all()) for rows, keys, m in blocks)

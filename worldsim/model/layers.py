@@ -64,13 +64,15 @@ class Attention(nn.Module):
         mask: Tensor | None = None,
         kv: tuple[KVCache, int] | None = None,
         key_time_keep: Tensor | None = None,
+        blocks: list[tuple[slice, Tensor, Tensor]] | None = None,
     ) -> Tensor:
         """x (B, n, d) → (B, n, d).
 
         rope: `Rotary.angles` of the n new tokens (n, dh/2). mask: bool (n, m) or (B, 1, n, m), True = may attend,
         over the m keys (cached keys first, then the n new ones). kv: (cache, layer index) — the new keys are written
         into the cache after its committed length and attention runs over all of them. key_time_keep: (n,) 0/1 factor
-        on the time-rotated dims of the new keys (0 for prompt tokens).
+        on the time-rotated dims of the new keys (0 for prompt tokens). blocks: instead of `mask`, attention split
+        into (query rows, the key indices they may see, the mask over those keys), e.g. `deep.band_blocks`.
         """
         b, n, _ = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim)
@@ -82,7 +84,11 @@ class Attention(nn.Module):
         if kv is not None:
             cache, i = kv
             k, v = cache.write(i, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if blocks is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            y = torch.cat([F.scaled_dot_product_attention(q[:, :, rows], k[:, :, keys], v[:, :, keys], attn_mask=m)
+                           for rows, keys, m in blocks], dim=2)
         return self.out(y.transpose(1, 2).reshape(b, n, -1))
 
 
