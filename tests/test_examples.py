@@ -1,5 +1,5 @@
-"""The example scripts (and scripts/persistence_strip.py) run as subprocesses on a small saved model (32×32,
-untrained) with tiny budgets."""
+"""The example scripts (and the scripts/ tools) run as subprocesses with tiny budgets, on a small saved model
+(32×32, untrained) where they take one."""
 
 from __future__ import annotations
 
@@ -92,3 +92,9 @@ def test_rl_imagination_example(model, tmp_path):
     assert set(report["results"]) == {"imagination", "real", "random"} and report["env_steps"] == 4
     assert all(0 <= r["success"] <= 1 and abs(r["return"]) < 1e3 for r in report["results"].values())
     assert set(report["ratios"]) == {"return", "improvement_over_random", "success"}
+
+
+def test_attention_split_speed_script(tmp_path):
+    out = run("attention_split_speed.py", "--frames", "16", "--batch", "1", "--repeats", "1", cwd=tmp_path,
+              folder="scripts")
+    assert out.startswith("1 clips x 16 frames, 1 thread(s): windowed chunks ") and out.rstrip().endswith("x)")
