@@ -25,6 +25,8 @@ p.add_argument("--horizon", type=int, default=8)
 p.add_argument("--population", type=int, default=32)
 p.add_argument("--iterations", type=int, default=3)
 p.add_argument("--replan-every", type=int, default=4, help="real steps executed per plan (MPC)")
+p.add_argument("--replan-near-block", type=int,
+               help="real steps executed per plan while the agent is near the block (default: --replan-every)")
 p.add_argument("--seed", type=int, default=20_000, help="first task seed (held out from training data)")
 p.add_argument("--controllers", default="random,model,real", help="comma-separated subset of random,model,real")
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
@@ -81,6 +83,13 @@ def keep_last(found: dict, previous: dict) -> dict:
     return {k: found[k] if found[k] is not None else previous[k] for k in ("agent_pos", "block_pos")}
 
 
+def executed(seen: dict) -> int:
+    """Steps of a plan to carry out before planning again: fewer near the block, where contact makes the future
+    hardest to imagine."""
+    near = np.hypot(*np.subtract(seen["agent_pos"], seen["block_pos"])) < CONTACT + 6 * size / 64
+    return args.replan_near_block if near and args.replan_near_block else args.replan_every
+
+
 def real_simulator(env):
     def simulate(plans):
         totals = np.zeros(len(plans))
@@ -124,7 +133,7 @@ def run_task(controller: str, seed: int) -> tuple[bool, float]:
         else:
             sim = imagined(session, objective, seed) if controller == "model" else real_simulator(env)
             plan = cem_search(sim, vocab, args.horizon, args.population, max(1, args.population // 8),
-                              args.iterations, seed + steps).actions[: args.replan_every]
+                              args.iterations, seed + steps).actions[: executed(seen)]
         for a in plan:
             frame, _, done, _, info = env.step(a)
             session.observe(frame, action=a)  # keep the model anchored on what really happened

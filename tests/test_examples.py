@@ -44,7 +44,8 @@ def test_what_if_example(model, tmp_path):
 
 def test_plan_push_example(model, tmp_path):
     out = run("plan_push.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
-              "--population", "4", "--iterations", "1", "--replan-every", "1", "--json", "r.json", cwd=tmp_path)
+              "--population", "4", "--iterations", "1", "--replan-every", "2", "--replan-near-block", "1",
+              "--glance-penalty", "0.25", "--json", "r.json", cwd=tmp_path)
     assert "random: success" in out and "model: success" in out and "real: success" in out
     rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())

@@ -75,13 +75,19 @@ def test_two_process_ddp_keeps_identical_weights(data, tmp_path):
     assert meta["world_size"] == 2 and meta["ranks_in_sync"] is True and meta["step"] == 3
 
 
-def test_warm_start_loads_the_weights_skips_the_codec_and_refuses_another_config(data, tmp_path):
+def test_warm_start_loads_weights_and_sampling_skips_the_codec_and_refuses_another_config(data, tmp_path):
     src = train(data, tmp_path / "src", config(), SETTINGS, progress=False)
+    recommended = {"temperature": 0.5, "tol": 5e-4}
+    source = WorldModel.from_pretrained(src)
+    source.meta["sampling"] = recommended
+    source.save(src)
     warm = TrainSettings(**{**SETTINGS.__dict__, "steps": 0, "init_from": str(src)})
-    before = WorldModel.from_pretrained(src).net.state_dict()
+    before = source.net.state_dict()
     train(data, tmp_path / "warm", config(), warm, progress=False)  # 0 steps: the saved model is the start
-    after = WorldModel.from_pretrained(tmp_path / "warm" / "model").net.state_dict()
+    warmed = WorldModel.from_pretrained(tmp_path / "warm" / "model")
+    after = warmed.net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    assert warmed.sampling_defaults == recommended  # it samples as the model it came from recommends
     rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
     assert not any("codec_step" in r for r in rows)  # the codec phase was skipped
     other = config().merged(noise_std=0.3)

@@ -29,7 +29,7 @@ from .model.flow import FlowNet
 from .objectives import Batch, flow_forward, heads_loss, nll_loss
 from .optim import EMA, adamw, lr_at
 from .train_state import load_state, save_state
-from .world_model import WorldModel
+from .world_model import SAMPLING_KEY, WorldModel
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +129,9 @@ def held_out_bpd(net: FlowNet, data: Dataset, episodes: list[int], s: TrainSetti
     return float(nll_loss(out, net.dims_per_frame)[1])
 
 
-def warm_start(net: FlowNet, config: ModelConfig, source: str) -> None:
-    """Load the weights of a model (bundled name or checkpoint directory) into `net`; configs must agree."""
+def warm_start(net: FlowNet, config: ModelConfig, source: str) -> dict:
+    """Load the weights of a model (bundled name or checkpoint directory) into `net`; configs must agree.
+    Returns the session settings the source recommends (meta.json "sampling"), which the new model inherits."""
     src = WorldModel.from_pretrained(source)
     theirs, ours = src.config.model_dump(), config.model_dump()
     diff = sorted(k for k in ours if k != "name" and theirs.get(k) != ours[k])
@@ -139,6 +140,7 @@ def warm_start(net: FlowNet, config: ModelConfig, source: str) -> None:
                             f"(theirs {[theirs.get(k) for k in diff]}, ours {[ours[k] for k in diff]}). "
                             "Fix: train with the same preset/config and a dataset with the same actions and fps.")
     net.load_state_dict(src.net.state_dict())
+    return dict(src.sampling_defaults)
 
 
 def _steps_for_budget(step: int, rate: float, budget_s: float, spent_s: float) -> int:
@@ -178,7 +180,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
         step, codec_done = int(meta["step"]), bool(meta["codec_done"])
         logger.info("resumed from %s at step %d", out / "state", step)
     elif s.init_from:
-        warm_start(net, config, s.init_from)
+        sampling = warm_start(net, config, s.init_from)
+        if sampling:
+            meta[SAMPLING_KEY] = sampling
         codec_done = True
         logger.info("warm start from %s", s.init_from)
     net.to(device)
