@@ -25,12 +25,12 @@ p.add_argument("--horizon", type=int, default=8)
 p.add_argument("--population", type=int, default=32)
 p.add_argument("--iterations", type=int, default=3)
 p.add_argument("--replan-every", type=int, default=4, help="real steps executed per plan (MPC)")
-p.add_argument("--replan-near-block", type=int,
-               help="real steps executed per plan while the agent is near the block (default: --replan-every)")
+p.add_argument("--replan-near-block", type=int, default=1,
+               help="real steps executed per plan while the agent is near the block (0: --replan-every)")
 p.add_argument("--seed", type=int, default=20_000, help="first task seed (held out from training data)")
 p.add_argument("--controllers", default="random,model,real", help="comma-separated subset of random,model,real")
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
-p.add_argument("--glance-penalty", type=float, default=0.5,
+p.add_argument("--glance-penalty", type=float, default=0.25,
                help="objective penalty per step for touching the block away from the push spot (0: off)")
 p.add_argument("--json", help="write the success rates here")
 args = p.parse_args()
