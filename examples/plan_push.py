@@ -40,13 +40,17 @@ size = wm.config.height
 vocab = list(PushWorld.vocabulary)
 CONTACT = 9.0 * size / 64  # agent radius + block half-size (8 px at 64) and a pixel to spare
 SUCCESS = 4.0 * size / 64  # PushWorld's success radius
-GLANCE = args.glance_penalty
 SESSION = {} if args.temperature is None else {"temperature": args.temperature}  # else the model's defaults
+
+
+def gap(a, b) -> float:
+    """Distance between two (x, y) positions, px."""
+    return float(np.hypot(a[0] - b[0], a[1] - b[1]))
 
 
 def closeness(block, goal) -> float:
     """0 when the block is on the goal, -1 at the far side of the room; a missing block counts as far."""
-    return -1.0 if block is None else -float(np.hypot(block[0] - goal[0], block[1] - goal[1])) / size
+    return -1.0 if block is None else -gap(block, goal) / size
 
 
 def push_spot(block, goal) -> np.ndarray:
@@ -66,16 +70,16 @@ def progress(agent, block, goal) -> float:
         return -1.3
     spot = push_spot(block, goal)
     score = closeness(block, goal) + 0.3 * closeness(agent, spot)
-    if np.hypot(*np.subtract(block, goal)) <= SUCCESS:
+    if gap(block, goal) <= SUCCESS:
         score += 1.0
-    if np.hypot(*np.subtract(agent, block)) < CONTACT + 2 * size / 64 and np.hypot(*np.subtract(agent, spot)) > 3:
-        score -= GLANCE
+    if gap(agent, block) < CONTACT + 2 * size / 64 and gap(agent, spot) > 3:
+        score -= args.glance_penalty
     return score
 
 
 def distance(info: dict) -> float:
     """Block-to-goal distance in the real world, px."""
-    return float(np.hypot(*np.subtract(info["block_pos"], info["goal_pos"])))
+    return gap(info["block_pos"], info["goal_pos"])
 
 
 def keep_last(found: dict, previous: dict) -> dict:
@@ -86,7 +90,7 @@ def keep_last(found: dict, previous: dict) -> dict:
 def executed(seen: dict) -> int:
     """Steps of a plan to carry out before planning again: fewer near the block, where contact makes the future
     hardest to imagine."""
-    near = np.hypot(*np.subtract(seen["agent_pos"], seen["block_pos"])) < CONTACT + 6 * size / 64
+    near = gap(seen["agent_pos"], seen["block_pos"]) < CONTACT + 6 * size / 64
     return args.replan_near_block if near and args.replan_near_block else args.replan_every
 
 

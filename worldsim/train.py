@@ -140,7 +140,7 @@ def warm_start(net: FlowNet, config: ModelConfig, source: str) -> dict:
                             f"(theirs {[theirs.get(k) for k in diff]}, ours {[ours[k] for k in diff]}). "
                             "Fix: train with the same preset/config and a dataset with the same actions and fps.")
     net.load_state_dict(src.net.state_dict())
-    return dict(src.sampling_defaults)
+    return src.sampling_defaults
 
 
 def _steps_for_budget(step: int, rate: float, budget_s: float, spent_s: float) -> int:

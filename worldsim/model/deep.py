@@ -93,7 +93,8 @@ class DeepBlock(nn.Module):
         cache.reserve(x.shape[1])
         k_frame, k_seq = cache.key_meta(frame, seq)
         mask = band_mask(frame, seq, k_frame, k_seq, self.window)
-        blocks = band_blocks(mask, frame, self.window)
+        # only whole clips longer than the window split (a plain int test: no device sync on the sampling path)
+        blocks = band_blocks(mask, frame, self.window) if x.shape[1] > self.window * (self.n_tokens + 1) else None
         if blocks is not None or bool(mask.all()):
             mask = None
         rope = self.rotary.angles(pos)
