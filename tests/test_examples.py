@@ -23,12 +23,13 @@ def model(tmp_path_factory):
     return path
 
 
-def run(script, *args, cwd, folder="examples"):
+def run(script, *args, cwd, folder="examples", returncode=0):
+    """stdout of the script (stderr when it is expected to fail with `returncode`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, str(ROOT / folder / script), *args], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r.stdout
+    assert r.returncode == returncode, r.stderr[-2000:]
+    return r.stdout if returncode == 0 else r.stderr
 
 
 def test_rollout_example(model, tmp_path):
@@ -54,11 +55,20 @@ def test_plan_push_example(model, tmp_path):
 
 
 def test_persistence_strip_script(model, tmp_path):
-    out = run("persistence_strip.py", "--model", str(model), "--rollout", "1", "--episodes", "2", "--end", "4",
-              "--best-of", "2", "--out", "p.png", cwd=tmp_path, folder="scripts")
-    assert out.startswith("wrote p.png; block not found in imagined frames [") and (tmp_path / "p.png").stat().st_size
-    lost = json.loads(out[out.index("["):out.index("]") + 1])
-    assert all(0 <= j < 4 for j in lost)  # indices of the four imagined frames
+    out = run("persistence_strip.py", "--model", str(model), "--rollout", "1", "--rollout", "0:2", "--episodes", "2",
+              "--end", "4", "--best-of", "2", "--out", "p.png", cwd=tmp_path, folder="scripts")
+    lines = out.splitlines()
+    assert lines[-1] == "wrote p.png" and (tmp_path / "p.png").stat().st_size
+    assert [line.split(" (")[0] for line in lines[:2]] == ["rollout 1", "rollout 0"]
+    for line in lines[:2]:
+        lost = json.loads(line[line.index("["):line.index("]") + 1])
+        assert all(0 <= j < 6 for j in lost)  # indices of the imagined frames (up to 2 + 4 for rollout 0:2)
+
+
+def test_persistence_strip_rejects_a_bad_window(model, tmp_path):
+    err = run("persistence_strip.py", "--model", str(model), "--rollout", "one", "--out", "p.png", cwd=tmp_path,
+              folder="scripts", returncode=2)
+    assert "--rollout takes i or i:S (integers), got 'one'" in err
 
 
 def test_score_video_example(model, tmp_path):
