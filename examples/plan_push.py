@@ -11,6 +11,7 @@ import copy
 import json
 
 import numpy as np
+from tqdm import tqdm
 
 import worldsim
 from worldsim.envs import PushWorld
@@ -32,7 +33,7 @@ p.add_argument("--controllers", default="random,model,real", help="comma-separat
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
 p.add_argument("--glance-penalty", type=float, default=0.25,
                help="objective penalty per step for touching the block away from the push spot (0: off)")
-p.add_argument("--json", help="write the success rates here")
+p.add_argument("--json", help="write the success rates and each task's outcome here")
 args = p.parse_args()
 
 wm = worldsim.WorldModel.from_pretrained(args.model)
@@ -148,13 +149,26 @@ def run_task(controller: str, seed: int) -> tuple[bool, float]:
     return False, start - distance(info)
 
 
-results, progress_px = {}, {}
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a success rate: sound at the small counts here, where p ± 2σ is not."""
+    p_hat, spread = successes / n, z * np.sqrt(successes * (n - successes) / n + z * z / 4) / n
+    centre, scale = (p_hat + z * z / (2 * n)), 1 + z * z / n
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+
+
+results, progress_px, intervals, tasks = {}, {}, {}, {}
 for controller in args.controllers.split(","):
-    wins, moved = zip(*(run_task(controller, args.seed + i) for i in range(args.episodes)), strict=True)
+    seeds = range(args.seed, args.seed + args.episodes)
+    outcomes = [run_task(controller, seed) for seed in tqdm(seeds, desc=controller, unit="task", leave=False)]
+    wins, moved = zip(*outcomes, strict=True)
     results[controller], progress_px[controller] = float(np.mean(wins)), float(np.mean(moved))
-    print(f"{controller:>6}: success {results[controller]:.2f} over {args.episodes} tasks; block moved "
-          f"{progress_px[controller]:+.1f} px towards the goal on average")
+    intervals[controller] = wilson(sum(wins), args.episodes)
+    tasks[controller] = [{"seed": seed, "success": win, "progress_px": round(float(px), 2)}
+                         for seed, win, px in zip(seeds, wins, moved, strict=True)]
+    low, high = intervals[controller]
+    print(f"{controller:>6}: success {results[controller]:.2f} over {args.episodes} tasks (95% interval "
+          f"{low:.2f}–{high:.2f}); block moved {progress_px[controller]:+.1f} px towards the goal on average")
 if args.json:
     with open(args.json, "w") as f:
         json.dump({"model": str(args.model), **vars(args), "success_rate": results,
-                   "block_progress_px": progress_px}, f, indent=2)
+                   "success_interval_95": intervals, "block_progress_px": progress_px, "tasks": tasks}, f, indent=2)

@@ -50,8 +50,14 @@ def test_plan_push_example(model, tmp_path):
     assert "random: success" in out and "model: success" in out and "real: success" in out
     rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
-    moved = json.loads((tmp_path / "r.json").read_text())["block_progress_px"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    moved = report["block_progress_px"]
     assert set(moved) == set(rates) and all(abs(m) < 64 for m in moved.values())  # within the 64-px room
+    for name, rate in rates.items():  # one task each: its outcome, and an interval that holds the rate
+        [task] = report["tasks"][name]
+        assert task["seed"] == 20_000 and task["success"] == (rate == 1.0)
+        low, high = report["success_interval_95"][name]
+        assert 0 <= low <= rate <= high <= 1 and high - low > 0.5  # one task says little
 
 
 def test_persistence_strip_script(model, tmp_path):
