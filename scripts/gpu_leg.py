@@ -1,7 +1,7 @@
 """One timed training leg on a rented GPU: record PushWorld in parallel shards, fine-tune candidates side by side
 from a model, export each as fp16 (small enough to copy back).
 
-    python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 8.3 --after-end 48 \\
+    python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 8.3 \\
         --run "A=--frames 64 --batch 64 --ema 0.99" --run "B=--frames 32 --batch 128 --ema 0.99"
 
 Data: `--shards` × `--per-shard` episodes; shard k is `worldsim record ... --seed 1000 + per_shard·k`, so world
