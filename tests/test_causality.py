@@ -91,7 +91,7 @@ def test_whole_clip_attention_split_by_window_matches_frame_by_frame(tiny):
     frame = torch.arange(t * n) // n
     seq = torch.arange(t * n)
     mask = band_mask(frame, seq, frame, seq, tiny.config.deep.window)
-    blocks = band_blocks(mask, frame, tiny.config.deep.window)
+    blocks = band_blocks(mask, frame, tiny.config.deep.window, n)
     assert blocks is not None and len(blocks) == 3
     assert all(keys.numel() < t * n for _, keys, _ in blocks[1:])
     assert all(torch.equal(m, mask[rows][:, keys]) and bool(m.any(1).all()) for rows, keys, m in blocks)

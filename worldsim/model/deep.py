@@ -26,14 +26,19 @@ def band_mask(q_frame: Tensor, q_seq: Tensor, k_frame: Tensor, k_seq: Tensor, wi
     return prompt | (recent & causal)
 
 
-def band_blocks(mask: Tensor, q_frame: Tensor, chunk: int) -> list[tuple[slice, Tensor, Tensor]] | None:
+def band_blocks(mask: Tensor, q_frame: Tensor, chunk: int,
+                slots_per_frame: int) -> list[tuple[slice, Tensor, Tensor]] | None:
     """Split attention under a banded mask (n, m) by query frames: each run of `chunk` frames attends only to the
     keys one of its queries may see (the prompt and the frames inside the window), with the mask cut to them.
 
     Exact, and the cost grows linearly with the number of frames instead of quadratically: a 32-frame clip with
     an 8-frame window computes about half the attention scores. q_frame (n,) must be non-decreasing. None when
-    splitting would not skip at least a quarter of the scores (one chunk, or a window as long as the clip).
+    splitting would not skip at least a quarter of the scores (one chunk, or a window as long as the clip); at
+    most `chunk` frames of `slots_per_frame` slots (every sampling pass) is decided by the shape alone, without
+    reading q_frame back from the device.
     """
+    if q_frame.shape[0] <= chunk * slots_per_frame:
+        return None
     first, last = int(q_frame[0]), int(q_frame[-1])
     if last - first < chunk:
         return None
@@ -93,8 +98,7 @@ class DeepBlock(nn.Module):
         cache.reserve(x.shape[1])
         k_frame, k_seq = cache.key_meta(frame, seq)
         mask = band_mask(frame, seq, k_frame, k_seq, self.window)
-        # only whole clips longer than the window split (a plain int test: no device sync on the sampling path)
-        blocks = band_blocks(mask, frame, self.window) if x.shape[1] > self.window * (self.n_tokens + 1) else None
+        blocks = band_blocks(mask, frame, self.window, self.n_tokens + 1)
         if blocks is not None or bool(mask.all()):
             mask = None
         rope = self.rotary.angles(pos)
