@@ -1,8 +1,10 @@
 """One timed training leg on a rented GPU: record PushWorld in parallel shards, fine-tune candidates side by side
 from a model, export each as fp16 (small enough to copy back).
 
-    python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 8.3 \\
-        --run "A=--frames 64 --batch 64 --ema 0.99" --run "B=--frames 32 --batch 128 --ema 0.99"
+    python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 9.0 \\
+        --run "G=--frames 64 --batch 64 --ema 0.99" --run "H=--frames 32 --batch 128 --ema 0.99"
+
+(leg 8 of the bundled model: run H, 449 steps in 7.1 minutes on one H100, beside run G).
 
 Data: `--shards` × `--per-shard` episodes; shard k is `worldsim record ... --seed 1000 + per_shard·k`, so world
 seeds 1000 … 1000 + shards·per_shard − 1 are covered once (the policy's generator differs per shard). Each run is
