@@ -31,6 +31,7 @@ p.add_argument("--run", action="append", required=True, help='NAME="extra worlds
 p.add_argument("--shards", type=int, default=16)
 p.add_argument("--per-shard", type=int, default=500)
 p.add_argument("--after-end", type=int, default=0, help="steps recorded after each episode ends (record --after-end)")
+p.add_argument("--policy", default="pushworld", help="data policy (record --policy), e.g. pushworld-walls")
 p.add_argument("--device", default="cuda")
 p.add_argument("--work", default="/tmp/leg", help="scratch folder (data, full checkpoints, logs)")
 args = p.parse_args()
@@ -46,7 +47,7 @@ def record_shard(k: int) -> list[dict]:
     os.environ["OMP_NUM_THREADS"] = "1"
     from worldsim.record import record_dataset
 
-    d = record_dataset("worldsim/PushWorld-v0", args.per_shard, data / f"s{k}", policy="pushworld",
+    d = record_dataset("worldsim/PushWorld-v0", args.per_shard, data / f"s{k}", policy=args.policy,
                        seed=1000 + args.per_shard * k, progress=False, overwrite=True,
                        after_end=args.after_end)
     return [{**e, "file": f"s{k}/{e['file']}"} for e in json.loads((d / "dataset.json").read_text())["episodes"]]
@@ -61,7 +62,7 @@ def record() -> None:
     manifest["episode_count"] = len(manifest["episodes"])
     manifest["frame_count"] = sum(e["frames"] for e in manifest["episodes"])
     manifest["source"] = {**manifest["source"], "seed": 1000, "shards": args.shards, "per_shard": args.per_shard,
-                          "after_end": args.after_end}
+                          "after_end": args.after_end, "policy": args.policy}
     (data / "dataset.json").write_text(json.dumps(manifest))
     print(f"data: {manifest['episode_count']} episodes, {manifest['frame_count']} frames "
           f"in {time.time() - T0:.0f}s", flush=True)

@@ -9,11 +9,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from worldsim.cli import RECORD_POLICIES
 from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.dataset import Dataset
 from worldsim.envs import PushWorld
 from worldsim.errors import DatasetError, WorldSimError
-from worldsim.record import PushWorldPolicy, import_videos, record_dataset, seek_action
+from worldsim.record import POLICIES, PushWorldPolicy, import_videos, record_dataset, seek_action
 
 
 class Lamp(gym.Env):
@@ -206,3 +207,36 @@ def test_import_videos_unmatched_files_and_bad_lines(videos, tmp_path):
     jsonl.write_text('{"video": "blue.mp4", "actions": []}\nnot json\n')
     with pytest.raises(DatasetError, match=r"actions\.jsonl:2: not valid JSON"):
         import_videos(folder, jsonl, tmp_path / "ds")
+
+
+def _pressed_share(policy: PushWorldPolicy, episodes: int = 20) -> float:
+    """Share of steps with the block against a wall and the agent touching it."""
+    env = PushWorld()
+    rng, pressed, steps = np.random.default_rng(0), 0, 0
+    for episode in range(episodes):
+        obs, info = env.reset(seed=episode)
+        policy.reset()
+        for _ in range(120):
+            obs, _, terminated, _, info = env.step(policy(env, obs, info, rng))
+            w = env.unwrapped
+            at_wall = (w.block - w.block_half <= w.lo + 0.5).any() or (w.block + w.block_half >= w.hi - 0.5).any()
+            touching = np.abs(w.agent - w.block).max() <= w.block_half + w.agent_radius + 1.0
+            pressed += bool(at_wall and touching)
+            steps += 1
+            if terminated:
+                break
+    return pressed / steps
+
+
+def test_press_segments_push_the_block_into_walls_and_hold_it_there():
+    plain, walls = _pressed_share(PushWorldPolicy()), _pressed_share(PushWorldPolicy(press=0.2))
+    assert walls > 3 * plain and walls > 0.03, (plain, walls)
+
+
+def test_press_share_is_checked_and_the_cli_offers_every_policy(tmp_path):
+    with pytest.raises(WorldSimError, match="press"):
+        PushWorldPolicy(press=1.0)
+    assert sorted(POLICIES) == RECORD_POLICIES
+    ds = Dataset(record_dataset("worldsim/PushWorld-v0", 2, tmp_path / "w", policy="pushworld-walls", max_steps=6,
+                                progress=False))
+    assert ds.manifest["source"]["policy"] == "pushworld-walls" and len(ds) == 2

@@ -121,3 +121,19 @@ def test_ema_decay_zero_ships_the_last_raw_weights_and_the_flag_checks_its_range
     assert p.parse_args(["--data", "d", "--out", "o", "--ema", "0.99"]).ema == 0.99
     with pytest.raises(SystemExit):
         p.parse_args(["--data", "d", "--out", "o", "--ema", "1.0"])
+
+
+def test_held_out_bits_per_dim_shortens_its_windows_to_the_held_out_episodes(data):
+    """A small dataset whose held-out episodes are shorter than the training clips must not fail every checkpoint:
+    the held-out windows shrink to the longest held-out episode (13 frames here) instead."""
+    from worldsim.dataset import Dataset
+    from worldsim.model.flow import FlowNet
+    from worldsim.train import held_out_bpd
+
+    ds, net = Dataset(data), FlowNet(config())
+    assert max(ds.episode_lengths) < 40
+    long_clips = TrainSettings(**{**SETTINGS.__dict__, "frames": 40})
+    bpd = held_out_bpd(net, ds, [0, 1], long_clips, n=2)
+    assert bpd == held_out_bpd(net, ds, [0, 1], TrainSettings(**{**SETTINGS.__dict__, "frames": 13}), n=2)
+    assert torch.isfinite(torch.tensor(bpd))
+    assert held_out_bpd(net, ds, [], long_clips) != held_out_bpd(net, ds, [], long_clips)  # none held out: NaN

@@ -55,14 +55,22 @@ class PushWorldPolicy:
 
     - "random": random actions that repeat the previous one with probability `persistence`;
     - "seek": goal-seeking pushes — walk behind the block relative to the goal and push it there;
-    - "idle": short bursts of "stay".
+    - "idle": short bursts of "stay";
+    - "press" (only when `press` > 0, that share of mixed segments): push the block into its nearest wall and
+      keep pressing it there (8–24 steps), the contact that long imagined rollouts see far more often than
+      the other three behaviours produce.
 
-    Some episodes are pure seeking so that successes are common. Works in both action modes.
+    Some episodes are pure seeking so that successes are common. Works in both action modes. With `press=0`
+    (the default, the `pushworld` data of the bundled model) the rng is used exactly as before `press` existed.
     """
 
-    def __init__(self, persistence: float = 0.8, seek_only_fraction: float = 0.3):
+    def __init__(self, persistence: float = 0.8, seek_only_fraction: float = 0.3, press: float = 0.0):
+        if not 0.0 <= press < 1.0:
+            raise WorldSimError(f"press is the share of segments spent pressing the block into a wall, in [0, 1); "
+                                f"got {press!r}.")
         self.persistence = persistence
         self.seek_only_fraction = seek_only_fraction
+        self.press = press
         self.reset()
 
     def reset(self) -> None:
@@ -70,19 +78,28 @@ class PushWorldPolicy:
         self.left = 0
         self.previous = 4
         self.seek_only = False
+        self.wall: tuple[int, float] = (0, 1.0)  # (axis, sign) of the wall a "press" segment pushes towards
 
     def __call__(self, env: gym.Env, obs: Any, info: dict[str, Any], rng: np.random.Generator) -> Any:
         world = env.unwrapped
         if self.mode is None:
             self.seek_only = bool(rng.random() < self.seek_only_fraction)
         if self.left <= 0:
-            mixed = str(rng.choice(["seek", "random", "idle"], p=[0.5, 0.35, 0.15]))
+            if self.press:
+                shares = [(1 - self.press) * q for q in (0.5, 0.35, 0.15)] + [self.press]
+                mixed = str(rng.choice(["seek", "random", "idle", "press"], p=shares))
+            else:
+                mixed = str(rng.choice(["seek", "random", "idle"], p=[0.5, 0.35, 0.15]))
             self.mode = "seek" if self.seek_only else mixed
-            low, high = {"seek": (15, 60), "random": (5, 25), "idle": (2, 8)}[self.mode]
+            low, high = {"seek": (15, 60), "random": (5, 25), "idle": (2, 8), "press": (8, 25)}[self.mode]
             self.left = 10**9 if self.seek_only else int(rng.integers(low, high))
+            if self.mode == "press":
+                self.wall = nearest_wall(world)
         self.left -= 1
         if self.mode == "idle":
             index = 4
+        elif self.mode == "press":
+            index = approach(world, *self.wall)
         elif self.mode == "random":
             index = self.previous if rng.random() < self.persistence else int(rng.integers(5))
         else:
@@ -115,7 +132,7 @@ def seek_action(world: Any, rng: np.random.Generator) -> int:
     (a "back-off" push) and then brought back with a longer push. When no push can help (e.g.
     the block is against a wall it would have to leave), the action is random.
     """
-    agent, block, goal, vel = world.agent, world.block, world.goal, world.block_vel
+    block, goal, vel = world.block, world.goal, world.block_vel
     r, h, step = world.agent_radius, world.block_half, world.agent_step
     rest = np.array([_rest(world, block[0], vel[0]), _rest(world, block[1], vel[1])])
     error = goal - rest
@@ -142,7 +159,23 @@ def seek_action(world: Any, rng: np.random.Generator) -> int:
             plans.append((axis, away))
     if not plans:
         return int(rng.integers(5))
-    axis, sign = plans[0]
+    return approach(world, *plans[0])
+
+
+def nearest_wall(world: Any) -> tuple[int, float]:
+    """(axis, sign) of the wall nearest the block: sign +1 is the right (axis 0) or bottom (axis 1) wall."""
+    gaps = [(world.block[a] - world.lo, a, -1.0) for a in (0, 1)]
+    gaps += [(world.hi - world.block[a], a, 1.0) for a in (0, 1)]
+    _, axis, sign = min(gaps)
+    return axis, sign
+
+
+def approach(world: Any, axis: int, sign: float) -> int:
+    """The action index that brings the agent behind the block and pushes it along `axis` in direction `sign`
+    (walking around the block when on the wrong side); against a wall it keeps pressing."""
+    agent, block = world.agent, world.block
+    r, h, step = world.agent_radius, world.block_half, world.agent_step
+    contact = h + r
     other = 1 - axis
     along = (agent[axis] - block[axis]) * sign  # <= -(h + r): the agent is behind the block for this push
     across = agent[other] - block[other]
@@ -160,7 +193,11 @@ def seek_action(world: Any, rng: np.random.Generator) -> int:
     return moves[(axis, -sign)]
 
 
-POLICIES: dict[str, Callable[[], Policy]] = {"random": RandomPolicy, "pushworld": PushWorldPolicy}
+POLICIES: dict[str, Callable[[], Policy]] = {
+    "random": RandomPolicy,
+    "pushworld": PushWorldPolicy,
+    "pushworld-walls": lambda: PushWorldPolicy(press=0.1),  # a tenth of the mixed segments press into a wall
+}
 
 
 def make_policy(policy: str | Policy | None, env: gym.Env) -> tuple[Policy, str]:
