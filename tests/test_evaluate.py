@@ -65,6 +65,10 @@ def test_result_has_every_metric_in_range(result):
     by_rollout, lost = result["object_persistence_block_by_rollout"], result["block_lost_for_good_at"]
     assert len(by_rollout) == len(lost) == 2 and np.isclose(np.mean(by_rollout), result["object_persistence_block"])
     assert all(x is None or 0 <= x < 4 for x in lost)
+    agent_by_rollout, agent_lost = result["object_persistence_agent_by_rollout"], result["agent_lost_for_good_at"]
+    assert len(agent_by_rollout) == len(agent_lost) == 2
+    assert np.isclose(np.mean(agent_by_rollout), result["object_persistence_agent"])
+    assert all(x is None or 0 <= x < 4 for x in agent_lost)
     assert all(set(t) == {"value", "op", "threshold", "pass"} for t in result["targets"].values())
     assert not result["targets"]["position_error_px_k2"]["pass"]  # untrained: frames are noise-like
     json.dumps(result, allow_nan=False)  # JSON-ready, no NaN

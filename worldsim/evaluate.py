@@ -245,7 +245,8 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
           both agent and block are detected (actions: the policy in the real world; after the real episode
           ends, the policy's persistent random actions); also per object, and per rollout the block's share
           (object_persistence_block_by_rollout) and the frame from which it was never seen again
-          (block_lost_for_good_at, None when it was seen in the last frame).
+          (block_lost_for_good_at, None when it was seen in the last frame); the same for the agent
+          (object_persistence_agent_by_rollout, agent_lost_for_good_at).
         - plausibility_auroc: per episode one frame k ∈ [context, context + horizon) is drawn and four edited
           copies made (teleport, wall, vanish, recolour; see `implausible_clip`); AUROC of frame k's bits/dim,
           edited clips (positives) vs the real clips' frame k (negatives); per kind, and paired accuracy.
@@ -298,6 +299,8 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         "object_persistence_block": float(seen[..., 1].mean()),
         "object_persistence_block_by_rollout": [float(b) for b in seen[..., 1].mean(1)],
         "block_lost_for_good_at": [lost_for_good_at(b) for b in seen[..., 1]],
+        "object_persistence_agent_by_rollout": [float(a) for a in seen[..., 0].mean(1)],
+        "agent_lost_for_good_at": [lost_for_good_at(a) for a in seen[..., 0]],
         "long_rollouts": n_long,
         **plausibility,
     })
