@@ -78,18 +78,16 @@ class PushWorldPolicy:
         self.left = 0
         self.previous = 4
         self.seek_only = False
-        self.wall: tuple[int, float] = (0, 1.0)  # (axis, sign) of the wall a "press" segment pushes towards
+        self.wall: tuple[int, float] | None = None  # (axis, sign) of the wall a "press" segment pushes towards
 
     def __call__(self, env: gym.Env, obs: Any, info: dict[str, Any], rng: np.random.Generator) -> Any:
         world = env.unwrapped
         if self.mode is None:
             self.seek_only = bool(rng.random() < self.seek_only_fraction)
         if self.left <= 0:
-            if self.press:
-                shares = [(1 - self.press) * q for q in (0.5, 0.35, 0.15)] + [self.press]
-                mixed = str(rng.choice(["seek", "random", "idle", "press"], p=shares))
-            else:
-                mixed = str(rng.choice(["seek", "random", "idle"], p=[0.5, 0.35, 0.15]))
+            # one uniform draw against the cumulative shares: with press=0 it picks what the 3-way draw did
+            shares = [(1 - self.press) * q for q in (0.5, 0.35, 0.15)] + [self.press]
+            mixed = str(rng.choice(["seek", "random", "idle", "press"], p=shares))
             self.mode = "seek" if self.seek_only else mixed
             low, high = {"seek": (15, 60), "random": (5, 25), "idle": (2, 8), "press": (8, 25)}[self.mode]
             self.left = 10**9 if self.seek_only else int(rng.integers(low, high))

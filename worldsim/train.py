@@ -125,8 +125,8 @@ def held_out_bpd(net: FlowNet, data: Dataset, episodes: list[int], s: TrainSetti
     longest = max((lengths[i] for i in episodes), default=0)
     if longest < 2:
         return float("nan")
-    settings = TrainSettings(**{**s.__dict__, "batch": n, "frames": min(s.frames, longest)})
-    batch = sample_batch(data, episodes, settings, np.random.default_rng(12345))
+    batch = sample_batch(data, episodes, replace(s, batch=n, frames=min(s.frames, longest)),
+                         np.random.default_rng(12345))
     net.eval()
     with torch.no_grad():
         out, _ = flow_forward(net, batch, torch.Generator().manual_seed(0), train=False)
