@@ -7,7 +7,6 @@ and the same planner using the real world as its model (the upper bound).
 """
 
 import argparse
-import copy
 import json
 
 import numpy as np
@@ -15,6 +14,7 @@ from tqdm import tqdm
 
 import worldsim
 from worldsim.envs import PushWorld
+from worldsim.envs.push_task import PushTask, gap, keep_last
 from worldsim.envs.pushworld import detect_objects
 from worldsim.planning import cem_search, imagined
 
@@ -33,49 +33,15 @@ p.add_argument("--controllers", default="random,model,real", help="comma-separat
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
 p.add_argument("--glance-penalty", type=float, default=0.25,
                help="objective penalty per step for touching the block away from the push spot (0: off)")
+p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
+               help="seed each CEM search with the rest of the previous plan")
 p.add_argument("--json", help="write the success rates and each task's outcome here")
 args = p.parse_args()
 
 wm = worldsim.WorldModel.from_pretrained(args.model)
-size = wm.config.height
+task = PushTask(wm.config.height, args.glance_penalty)
 vocab = list(PushWorld.vocabulary)
-CONTACT = 9.0 * size / 64  # agent radius + block half-size (8 px at 64) and a pixel to spare
-SUCCESS = 4.0 * size / 64  # PushWorld's success radius
 SESSION = {} if args.temperature is None else {"temperature": args.temperature}  # else the model's defaults
-
-
-def gap(a, b) -> float:
-    """Distance between two (x, y) positions, px."""
-    return float(np.hypot(a[0] - b[0], a[1] - b[1]))
-
-
-def closeness(block, goal) -> float:
-    """0 when the block is on the goal, -1 at the far side of the room; a missing block counts as far."""
-    return -1.0 if block is None else -gap(block, goal) / size
-
-
-def push_spot(block, goal) -> np.ndarray:
-    """Where the agent stands to push the block towards the goal, along the axis with the larger error."""
-    error = np.subtract(goal, block)
-    axis = int(np.argmax(np.abs(error)))
-    spot = np.array(block, dtype=float)
-    spot[axis] -= np.sign(error[axis]) * CONTACT
-    return spot
-
-
-def progress(agent, block, goal) -> float:
-    """Block near the goal first; the agent at the spot it must push from second (it has to get there); a
-    bonus for a block on the goal; a penalty for touching the block anywhere but from the push spot: glancing
-    contacts move the block sideways, and they are where the model's imagination is least exact."""
-    if block is None:
-        return -1.3
-    spot = push_spot(block, goal)
-    score = closeness(block, goal) + 0.3 * closeness(agent, spot)
-    if gap(block, goal) <= SUCCESS:
-        score += 1.0
-    if gap(agent, block) < CONTACT + 2 * size / 64 and gap(agent, spot) > 3:
-        score -= args.glance_penalty
-    return score
 
 
 def distance(info: dict) -> float:
@@ -83,62 +49,29 @@ def distance(info: dict) -> float:
     return gap(info["block_pos"], info["goal_pos"])
 
 
-def keep_last(found: dict, previous: dict) -> dict:
-    """Detected positions, falling back to the previous ones for an object not found."""
-    return {k: found[k] if found[k] is not None else previous[k] for k in ("agent_pos", "block_pos")}
-
-
 def executed(seen: dict) -> int:
     """Steps of a plan to carry out before planning again: fewer near the block, where contact makes the future
     hardest to imagine."""
-    near = gap(seen["agent_pos"], seen["block_pos"]) < CONTACT + 6 * size / 64
-    return args.replan_near_block if near and args.replan_near_block else args.replan_every
-
-
-def real_simulator(env):
-    def simulate(plans):
-        totals = np.zeros(len(plans))
-        for i, plan in enumerate(plans):
-            world = copy.deepcopy(env)
-            for t, a in enumerate(plan):
-                _, _, done, _, info = world.step(a)
-                totals[i] += progress(info["agent_pos"], info["block_pos"], info["goal_pos"])
-                if done:
-                    totals[i] += len(plan) - 1 - t  # success: the block stays on the goal for the rest of the plan
-                    break
-        return totals
-    return simulate
+    return args.replan_near_block if task.near_block(seen) and args.replan_near_block else args.replan_every
 
 
 def run_task(controller: str, seed: int) -> tuple[bool, float]:
     """(success, how far the block got towards the goal in px: start distance − end distance)."""
-    env = PushWorld(render_mode="rgb_array", size=size, action_mode="text")
-    frame, info = env.reset(seed=seed)
+    session = wm.session(seed=seed, **SESSION)
+    env, info, seen = task.begin(seed, session)
     goal = info["goal_pos"]
     start = distance(info)
     rng = np.random.default_rng(seed)
-    session = wm.session(seed=seed, **SESSION)
-    session.reset(frames=frame[None])
-    seen = keep_last(detect_objects(frame), {"agent_pos": info["agent_pos"], "block_pos": info["block_pos"]})
-    last: list[dict] = []
-
-    def objective(out, t):
-        """Progress of each imagined frame; an object the model drew too faintly to detect keeps its last
-        known place (so a plan is not scored by whether the model lost the block, only by where it went)."""
-        nonlocal last
-        if t == 0:
-            last = [seen] * len(out.frame)
-        last = [keep_last(detect_objects(f), prev) for f, prev in zip(out.frame, last, strict=True)]
-        return np.array([progress(d["agent_pos"], d["block_pos"], goal) for d in last])
-
-    steps = 0
+    steps, rest = 0, []
     while steps < args.steps:
         if controller == "random":
             plan = [vocab[rng.integers(len(vocab))]]
         else:
-            sim = imagined(session, objective, seed) if controller == "model" else real_simulator(env)
-            plan = cem_search(sim, vocab, args.horizon, args.population, max(1, args.population // 8),
-                              args.iterations, seed + steps).actions[: executed(seen)]
+            sim = (imagined(session, task.imagined_objective(goal, seen), seed) if controller == "model"
+                   else task.real_simulator(env))
+            found = cem_search(sim, vocab, args.horizon, args.population, max(1, args.population // 8),
+                               args.iterations, seed + steps, warm_start=rest if args.warm_start else None).actions
+            plan, rest = found[: executed(seen)], found[executed(seen):]
         for a in plan:
             frame, _, done, _, info = env.step(a)
             session.observe(frame, action=a)  # keep the model anchored on what really happened

@@ -60,6 +60,18 @@ def test_plan_push_example(model, tmp_path):
         assert 0 <= low <= rate <= high <= 1 and high - low > 0.5  # one task says little
 
 
+def test_plan_agreement_script(model, tmp_path):
+    out = run("plan_agreement.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
+              "--population", "4", "--iterations", "1", "--replan-every", "1", "--samples", "2", "--json", "a.json",
+              folder="scripts", cwd=tmp_path)
+    report = json.loads((tmp_path / "a.json").read_text())
+    states = report["states"]
+    assert len(states) == 2 and [s["step"] for s in states] == [0, 1]  # one planning state per real step
+    for s in states:  # the model's pick can only be as good as the real best plan, never better
+        assert s["regret"] >= 0 and -1 <= s["rho"] <= 1 and 1 <= s["plans"] <= 4
+    assert f"all:    2 states  regret {report['summary']['all']['regret']:.3f}" in out
+
+
 def test_persistence_strip_script(model, tmp_path):
     out = run("persistence_strip.py", "--model", str(model), "--rollout", "1", "--rollout", "0:2", "--episodes", "2",
               "--end", "4", "--best-of", "2", "--out", "p.png", cwd=tmp_path, folder="scripts")

@@ -8,6 +8,7 @@ import pytest
 from worldsim.errors import ConfigError
 from worldsim.planning import (
     cem,
+    cem_search,
     goal_frame,
     mpc_action,
     mppi,
@@ -73,3 +74,19 @@ def test_mppi_beats_random_shooting_with_the_same_samples():
 def test_mppi_rejects_bad_settings():
     with pytest.raises(ConfigError, match="temperature > 0; received population=4, iterations=1, temperature=0"):
         mppi_search(matches, VOCAB, horizon=6, population=4, iterations=1, temperature=0)
+
+
+def test_cem_warm_start_keeps_a_plan_sampling_would_miss():
+    # one iteration of 2 samples almost never draws TARGET (5^-6 per draw); seeded with it, CEM returns it
+    cold = cem_search(matches, VOCAB, horizon=6, population=2, elites=1, iterations=1, seed=0)
+    warm = cem_search(matches, VOCAB, horizon=6, population=2, elites=1, iterations=1, seed=0, warm_start=TARGET)
+    assert cold.score < 6.0 and warm.actions == TARGET and warm.score == 6.0
+    # a shorter plan (the rest of the previous one in MPC) is padded with its last action
+    short = cem_search(matches, VOCAB, horizon=6, population=2, elites=1, iterations=1, seed=0,
+                       warm_start=TARGET[:5])
+    assert short.actions == TARGET[:5] + ["move left"]
+
+
+def test_cem_warm_start_rejects_unknown_actions():
+    with pytest.raises(ConfigError, match=r"outside the vocabulary: \['jump'\]"):
+        cem_search(matches, VOCAB, horizon=6, population=2, elites=1, iterations=1, warm_start=["jump"])

@@ -74,10 +74,15 @@ def imagined(session: Session, objective: Objective, seed: int = 0) -> Simulator
 
 
 def cem_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8, population: int = 32,
-               elites: int = 4, iterations: int = 3, seed: int = 0, smoothing: float = 0.3) -> Plan:
+               elites: int = 4, iterations: int = 3, seed: int = 0, smoothing: float = 0.3,
+               warm_start: Sequence[str] | None = None) -> Plan:
     """Cross-entropy method: sample action sequences from per-step categorical distributions, score them with
     `simulate`, refit the distributions to the `elites` best (mixed with the previous distributions by
-    `smoothing`, which keeps exploring), repeat."""
+    `smoothing`, which keeps exploring), repeat.
+
+    warm_start: a plan to include in the first population (in MPC, the rest of the previous best plan), so a good
+    plan once found is not lost to sampling; shorter ones are padded with their last action.
+    """
     if not 1 <= elites <= population:
         raise ConfigError(f"need 1 ≤ elites ≤ population; received elites={elites}, population={population}.")
     vocab = list(vocabulary)
@@ -85,8 +90,10 @@ def cem_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8,
     probs = np.full((horizon, len(vocab)), 1.0 / len(vocab))
     best: tuple[float, list[str]] = (-np.inf, [])
     history = []
-    for _ in range(iterations):
+    for i in range(iterations):
         idx = np.stack([rng.choice(len(vocab), size=population, p=p) for p in probs], axis=1)  # (pop, horizon)
+        if i == 0 and warm_start:
+            idx[0] = _plan_indices(warm_start, vocab, horizon)
         total = simulate([[vocab[i] for i in row] for row in idx])
         order = np.argsort(-total)
         if total[order[0]] > best[0]:
@@ -97,11 +104,20 @@ def cem_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8,
     return Plan(best[1], best[0], history)
 
 
+def _plan_indices(plan: Sequence[str], vocab: list[str], horizon: int) -> np.ndarray:
+    unknown = [a for a in plan if a not in vocab]
+    if unknown:
+        raise ConfigError(f"warm_start holds actions outside the vocabulary: {unknown}; use some of {vocab}.")
+    steps = list(plan[:horizon]) + [plan[-1]] * max(0, horizon - len(plan))
+    return np.array([vocab.index(a) for a in steps])
+
+
 def cem(session: Session, objective: Objective, horizon: int = 8, population: int = 32, elites: int = 4,
-        iterations: int = 3, vocabulary: Sequence[str] | None = None, seed: int = 0, smoothing: float = 0.3) -> Plan:
+        iterations: int = 3, vocabulary: Sequence[str] | None = None, seed: int = 0, smoothing: float = 0.3,
+        warm_start: Sequence[str] | None = None) -> Plan:
     """CEM in imagination: every candidate plan of an iteration is imagined in one batched fork of `session`."""
     return cem_search(imagined(session, objective, seed), vocabulary or session.model.vocabulary, horizon,
-                      population, elites, iterations, seed, smoothing)
+                      population, elites, iterations, seed, smoothing, warm_start)
 
 
 def mpc_action(session: Session, objective: Objective, **cem_kwargs) -> str:

@@ -1,0 +1,117 @@
+"""PushWorld as a planning task: the shaped objective a planner maximises, scored either in the real world
+(a copy of the env per plan: the upper bound) or on the objects detected in imagined frames (the world model).
+
+Both simulators score a plan with the same `PushTask.progress`, so they differ only in what they simulate.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from .pushworld import PushWorld, detect_objects
+
+Pos = tuple[float, float]
+
+
+def gap(a, b) -> float:
+    """Distance between two (x, y) positions, px."""
+    return float(np.hypot(a[0] - b[0], a[1] - b[1]))
+
+
+def keep_last(found: dict, previous: dict) -> dict:
+    """Detected agent and block positions, falling back to the previous ones for an object not found."""
+    return {k: found[k] if found[k] is not None else previous[k] for k in ("agent_pos", "block_pos")}
+
+
+@dataclass(frozen=True)
+class PushTask:
+    """Bring the block to the goal in a `size`-pixel PushWorld.
+
+    glance_penalty: objective penalty per step for touching the block away from the push spot (0: off).
+    """
+
+    size: int = 64
+    glance_penalty: float = 0.25
+
+    @property
+    def contact(self) -> float:
+        """Agent radius + block half-size (8 px at 64) and a pixel to spare."""
+        return 9.0 * self.size / 64
+
+    @property
+    def success(self) -> float:
+        """PushWorld's success radius."""
+        return 4.0 * self.size / 64
+
+    def closeness(self, pos: Pos | None, target) -> float:
+        """0 at the target, -1 at the far side of the room; a missing object counts as far."""
+        return -1.0 if pos is None else -gap(pos, target) / self.size
+
+    def push_spot(self, block, goal) -> np.ndarray:
+        """Where the agent stands to push the block towards the goal, along the axis with the larger error."""
+        error = np.subtract(goal, block)
+        axis = int(np.argmax(np.abs(error)))
+        spot = np.array(block, dtype=float)
+        spot[axis] -= np.sign(error[axis]) * self.contact
+        return spot
+
+    def progress(self, agent, block, goal) -> float:
+        """One step's score. Block near the goal first; the agent at the spot it must push from second (it has
+        to get there); a bonus for a block on the goal; a penalty for touching the block anywhere but from the
+        push spot: glancing contacts move the block sideways, and they are where the model's imagination is
+        least exact."""
+        if block is None:
+            return -1.3
+        spot = self.push_spot(block, goal)
+        score = self.closeness(block, goal) + 0.3 * self.closeness(agent, spot)
+        if gap(block, goal) <= self.success:
+            score += 1.0
+        if gap(agent, block) < self.contact + 2 * self.size / 64 and gap(agent, spot) > 3:
+            score -= self.glance_penalty
+        return score
+
+    def begin(self, seed: int, session) -> tuple[PushWorld, dict, dict]:
+        """A text-action PushWorld task from `seed`, with `session` reset on its first frame.
+        Returns (env, reset info, the objects seen so far)."""
+        env = PushWorld(render_mode="rgb_array", size=self.size, action_mode="text")
+        frame, info = env.reset(seed=seed)
+        session.reset(frames=frame[None])
+        seen = keep_last(detect_objects(frame), {"agent_pos": info["agent_pos"], "block_pos": info["block_pos"]})
+        return env, info, seen
+
+    def near_block(self, seen: dict) -> bool:
+        """Whether the agent is within a step or two of touching the block."""
+        return gap(seen["agent_pos"], seen["block_pos"]) < self.contact + 6 * self.size / 64
+
+    def real_simulator(self, env: PushWorld):
+        """Score plans by playing each in a copy of the real env (a success holds for the rest of the plan)."""
+        def simulate(plans: list[list[str]]) -> np.ndarray:
+            totals = np.zeros(len(plans))
+            for i, plan in enumerate(plans):
+                world = copy.deepcopy(env)
+                for t, a in enumerate(plan):
+                    _, _, done, _, info = world.step(a)
+                    totals[i] += self.progress(info["agent_pos"], info["block_pos"], info["goal_pos"])
+                    if done:
+                        totals[i] += len(plan) - 1 - t
+                        break
+            return totals
+        return simulate
+
+    def imagined_objective(self, goal: Pos, seen: dict):
+        """`worldsim.planning` objective on imagined frames: progress of the detected objects. An object the model
+        drew too faintly to detect keeps its last known place (starting from `seen`), so a plan is not scored by
+        whether the model lost the block, only by where it went."""
+        last: list[dict] = []
+
+        def objective(out, t: int) -> np.ndarray:
+            nonlocal last
+            if t == 0:
+                last = [seen] * len(out.frame)
+            last = [keep_last(detect_objects(f), prev) for f, prev in zip(out.frame, last, strict=True)]
+            return np.array([self.progress(d["agent_pos"], d["block_pos"], goal) for d in last])
+
+        return objective
