@@ -9,13 +9,22 @@ fork, anchored on the real frames so far), and reports, over all states:
 Near-block states (contact) and the rest are reported apart.
 
     python scripts/plan_agreement.py --model pushworld-64 --episodes 10 --seed 30000 [--temperature T] [--samples K]
+    python scripts/plan_agreement.py --episodes 1 --seed 30000 --show 26 --out docs/corner_contact.png
+
+`--show STEP` draws, at the planning state of real step STEP of the first task, the real best plan and the model's
+favourite, each played in the real world and in imagination.
 """
 
 import argparse
+import copy
 import json
 
+import matplotlib
 import numpy as np
 from tqdm import tqdm
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
 import worldsim
 from worldsim.envs import PushWorld
@@ -35,7 +44,11 @@ p.add_argument("--replan-every", type=int, default=5)
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures")
 p.add_argument("--samples", type=int, default=1, help="imagined futures per plan, scores averaged")
 p.add_argument("--glance-penalty", type=float, default=0.25)
+p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
+               help="seed each CEM search with the rest of the previous plan (as plan_push.py does)")
 p.add_argument("--json", help="write the per-state figures here")
+p.add_argument("--show", type=int, help="draw the plans of the planning state at this real step (first task)")
+p.add_argument("--out", default="plan_agreement.png", help="where --show draws")
 args = p.parse_args()
 
 wm = worldsim.WorldModel.from_pretrained(args.model)
@@ -51,22 +64,50 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def judge(session, env, seen: dict, goal, tried: list[list[str]], seed: int) -> dict:
+def judge(session, env, seen: dict, goal, tried: list[list[str]], seed: int, draw: bool = False) -> dict:
     """Score the plans CEM tried in both worlds and compare the choices."""
     unique = [list(x) for x in dict.fromkeys(tuple(plan) for plan in tried)]
     real = task.real_simulator(env)(unique)
     sim = imagined(session, task.imagined_objective(goal, seen), seed)
     model = np.mean([sim(unique) for _ in range(args.samples)], axis=0)
     pick, best = int(np.argmax(model)), int(np.argmax(real))
+    if draw:
+        show(session, env, {"real best": (unique[best], real[best], model[best]),
+                            "model's pick": (unique[pick], real[pick], model[pick])})
     return {"near": task.near_block(seen), "plans": len(unique), "regret": float(real[best] - real[pick]),
             "agree": unique[pick][0] == unique[best][0], "rho": spearman(model, real)}
+
+
+def show(session, env, plans: dict) -> None:
+    """Each plan played in a copy of the real env and in one imagined world, a row each."""
+    fig, axes = plt.subplots(2 * len(plans), args.horizon, figsize=(1.3 * args.horizon, 2.9 * len(plans)),
+                             squeeze=False)
+    worlds = session.fork(seed=0, batch_size=len(plans))
+    reals = [copy.deepcopy(env) for _ in plans]
+    for t in range(args.horizon):
+        imagined_frames = worlds.step([actions[t] for actions, _, _ in plans.values()]).frame
+        for i, (actions, _, _) in enumerate(plans.values()):
+            real_frame = reals[i].step(actions[t])[0]
+            for row, frame in ((2 * i, real_frame), (2 * i + 1, imagined_frames[i])):
+                axes[row, t].imshow(frame)
+                axes[row, t].set_xticks([])
+                axes[row, t].set_yticks([])
+                if row == 2 * i:
+                    axes[row, t].set_title(actions[t], fontsize=7)
+    worlds.close()
+    for i, (name, (_, real_score, model_score)) in enumerate(plans.items()):
+        axes[2 * i, 0].set_ylabel(f"{name}\nreal: {real_score:.2f}", fontsize=7)
+        axes[2 * i + 1, 0].set_ylabel(f"imagined\nmodel: {model_score:.2f}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
 
 
 def run_task(seed: int) -> list[dict]:
     session = wm.session(seed=seed, **SESSION)
     env, info, seen = task.begin(seed, session)
     goal = info["goal_pos"]
-    states, steps = [], 0
+    states, steps, rest = [], 0, []
     while steps < args.steps:
         tried: list[list[str]] = []
         real_sim = task.real_simulator(env)
@@ -75,10 +116,15 @@ def run_task(seed: int) -> list[dict]:
             tried.extend(plans)
             return real_sim(plans)
 
-        plan = cem_search(recording, vocab, args.horizon, args.population, max(1, args.population // 8),
-                          args.iterations, seed + steps).actions
-        states.append({"seed": seed, "step": steps, **judge(session, env, seen, goal, tried, seed + steps)})
-        for a in plan[: 1 if task.near_block(seen) else args.replan_every]:
+        found = cem_search(recording, vocab, args.horizon, args.population, max(1, args.population // 8),
+                           args.iterations, seed + steps, warm_start=rest if args.warm_start else None).actions
+        draw = seed == args.seed and steps == args.show
+        if args.show is None or draw:  # with --show, only that state is judged
+            states.append({"seed": seed, "step": steps,
+                           **judge(session, env, seen, goal, tried, seed + steps, draw)})
+        done_steps = 1 if task.near_block(seen) else args.replan_every
+        plan, rest = found[:done_steps], found[done_steps:]
+        for a in plan:
             frame, _, done, _, _ = env.step(a)
             session.observe(frame, action=a)
             seen = keep_last(detect_objects(frame), seen)

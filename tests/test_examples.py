@@ -70,6 +70,11 @@ def test_plan_agreement_script(model, tmp_path):
     for s in states:  # the model's pick can only be as good as the real best plan, never better
         assert s["regret"] >= 0 and -1 <= s["rho"] <= 1 and 1 <= s["plans"] <= 4
     assert f"all:    2 states  regret {report['summary']['all']['regret']:.3f}" in out
+    out = run("plan_agreement.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
+              "--population", "4", "--iterations", "1", "--replan-every", "1", "--show", "1", "--out", "s.png",
+              "--json", "s.json", folder="scripts", cwd=tmp_path)
+    assert "wrote s.png" in out and (tmp_path / "s.png").stat().st_size > 0
+    assert [s["step"] for s in json.loads((tmp_path / "s.json").read_text())["states"]] == [1]  # only that one
 
 
 def test_persistence_strip_script(model, tmp_path):
