@@ -77,6 +77,14 @@ def test_plan_agreement_script(model, tmp_path):
     assert [s["step"] for s in json.loads((tmp_path / "s.json").read_text())["states"]] == [1]  # only that one
 
 
+def test_contact_probe_script(model, tmp_path):
+    out = run("contact_probe.py", "--model", str(model), "--layouts", "1", "--offsets", "0,7", "--steps", "1",
+              folder="scripts", cwd=tmp_path)
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["0", "7"]
+    assert all(float(row[1]) > 0 for row in rows)  # the real block moves at both offsets
+
+
 def test_persistence_strip_script(model, tmp_path):
     out = run("persistence_strip.py", "--model", str(model), "--rollout", "1", "--rollout", "0:2", "--episodes", "2",
               "--end", "4", "--best-of", "2", "--out", "p.png", cwd=tmp_path, folder="scripts")

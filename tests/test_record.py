@@ -233,9 +233,37 @@ def test_press_segments_push_the_block_into_walls_and_hold_it_there():
     assert walls > 3 * plain and walls > 0.03, (plain, walls)
 
 
+def _off_centre_pushes(policy: PushWorldPolicy, episodes: int = 30) -> tuple[int, int]:
+    """(pushes, pushes with the agent more than 3 px off the block's centre line) over some episodes."""
+    env = PushWorld(action_mode="text")
+    rng, pushes, off = np.random.default_rng(0), 0, 0
+    for episode in range(episodes):
+        obs, info = env.reset(seed=episode)
+        policy.reset()
+        for _ in range(120):
+            before = env.block.copy()
+            obs, _, terminated, _, info = env.step(policy(env, obs, info, rng))
+            # a push, not a slide: the block moved a full push (3.3 px) this step
+            if np.isclose(np.abs(env.block - before).max(), env.agent_step * env.push_gain):
+                axis = int(np.argmax(np.abs(env.block - before)))
+                pushes += 1
+                off += abs(env.agent[1 - axis] - env.block[1 - axis]) > 3.0
+            if terminated:
+                break
+    return pushes, off
+
+
+def test_clip_segments_push_the_block_off_its_centre_line():
+    (plain, plain_off), (clips, clips_off) = _off_centre_pushes(PushWorldPolicy()), \
+        _off_centre_pushes(PushWorldPolicy(clip=0.3))
+    assert clips_off > 2 * plain_off and clips_off / clips > plain_off / plain, (plain, plain_off, clips, clips_off)
+
+
 def test_press_share_is_checked_and_the_cli_offers_every_policy(tmp_path):
     with pytest.raises(WorldSimError, match="press"):
         PushWorldPolicy(press=1.0)
+    with pytest.raises(WorldSimError, match="together below 1; got press=0.5, clip=0.5"):
+        PushWorldPolicy(press=0.5, clip=0.5)
     assert sorted(POLICIES) == RECORD_POLICIES
     ds = Dataset(record_dataset("worldsim/PushWorld-v0", 2, tmp_path / "w", policy="pushworld-walls", max_steps=6,
                                 progress=False))

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import WorldSimError
 
 # The names of worldsim.record.POLICIES, listed here so that building the parser does not import gymnasium.
-RECORD_POLICIES = ["pushworld", "pushworld-walls", "random"]
+RECORD_POLICIES = ["pushworld", "pushworld-contacts", "pushworld-walls", "random"]
 
 # Subcommands whose arguments and handler live in their own module: `add_arguments(parser)` and `run(args) -> int`.
 MODULE_COMMANDS = {
@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, help="episodes to record")
     p.add_argument("--policy", choices=RECORD_POLICIES,
                    help="data policy (default: pushworld for PushWorld, else random; pushworld-walls adds "
-                        "segments that press the block into a wall)")
+                        "segments that press the block into a wall, pushworld-contacts also segments that clip "
+                        "its corner)")
     p.add_argument("--seed", type=int, default=0, help="base seed: episode i resets with seed+i (default: 0)")
     p.add_argument("--max-steps", type=_positive_int, help="cap on steps per episode (default: the env's limit)")
     p.add_argument("--after-end", type=int, default=0, metavar="N",

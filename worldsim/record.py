@@ -58,19 +58,27 @@ class PushWorldPolicy:
     - "idle": short bursts of "stay";
     - "press" (only when `press` > 0, that share of mixed segments): push the block into its nearest wall and
       keep pressing it there (8–24 steps), the contact that long imagined rollouts see far more often than
-      the other three behaviours produce.
+      the other three behaviours produce;
+    - "clip" (only when `clip` > 0, that share of mixed segments): push the block in a random direction with the
+      agent 3–7 px (at 64×64) off the block's centre line, so it only clips a corner (15–39 steps). PushWorld
+      pushes a block on any overlap, and planners use such pushes; seeking lines up within 1.5 px, so they are
+      rare otherwise.
 
     Some episodes are pure seeking so that successes are common. Works in both action modes. With `press=0`
-    (the default, the `pushworld` data of the bundled model) the rng is used exactly as before `press` existed.
+    and `clip=0` (the defaults, the `pushworld` data of the bundled model) the rng is used exactly as before
+    these behaviours existed.
     """
 
-    def __init__(self, persistence: float = 0.8, seek_only_fraction: float = 0.3, press: float = 0.0):
-        if not 0.0 <= press < 1.0:
-            raise WorldSimError(f"press is the share of segments spent pressing the block into a wall, in [0, 1); "
-                                f"got {press!r}.")
+    def __init__(self, persistence: float = 0.8, seek_only_fraction: float = 0.3, press: float = 0.0,
+                 clip: float = 0.0):
+        if not (0.0 <= press < 1.0 and 0.0 <= clip < 1.0 and press + clip < 1.0):
+            raise WorldSimError(f"press and clip are shares of the mixed segments (pressing the block into a wall, "
+                                f"clipping its corner): each in [0, 1) and together below 1; got press={press!r}, "
+                                f"clip={clip!r}.")
         self.persistence = persistence
         self.seek_only_fraction = seek_only_fraction
         self.press = press
+        self.clip = clip
         self.reset()
 
     def reset(self) -> None:
@@ -79,6 +87,7 @@ class PushWorldPolicy:
         self.previous = 4
         self.seek_only = False
         self.wall: tuple[int, float] | None = None  # (axis, sign) of the wall a "press" segment pushes towards
+        self.push: tuple[int, float, float] | None = None  # a "clip" segment's (axis, sign, lateral offset px)
 
     def __call__(self, env: gym.Env, obs: Any, info: dict[str, Any], rng: np.random.Generator) -> Any:
         world = env.unwrapped
@@ -86,18 +95,24 @@ class PushWorldPolicy:
             self.seek_only = bool(rng.random() < self.seek_only_fraction)
         if self.left <= 0:
             # one uniform draw against the cumulative shares: with press=0 it picks what the 3-way draw did
-            shares = [(1 - self.press) * q for q in (0.5, 0.35, 0.15)] + [self.press]
-            mixed = str(rng.choice(["seek", "random", "idle", "press"], p=shares))
+            shares = [(1 - self.press - self.clip) * q for q in (0.5, 0.35, 0.15)] + [self.press, self.clip]
+            mixed = str(rng.choice(["seek", "random", "idle", "press", "clip"], p=shares))
             self.mode = "seek" if self.seek_only else mixed
-            low, high = {"seek": (15, 60), "random": (5, 25), "idle": (2, 8), "press": (8, 25)}[self.mode]
+            low, high = {"seek": (15, 60), "random": (5, 25), "idle": (2, 8), "press": (8, 25),
+                         "clip": (15, 40)}[self.mode]
             self.left = 10**9 if self.seek_only else int(rng.integers(low, high))
             if self.mode == "press":
                 self.wall = nearest_wall(world)
+            elif self.mode == "clip":
+                offset = rng.uniform(3.0, 7.0) * world.size / 64 * rng.choice([-1.0, 1.0])
+                self.push = (int(rng.integers(2)), float(rng.choice([-1.0, 1.0])), float(offset))
         self.left -= 1
         if self.mode == "idle":
             index = 4
         elif self.mode == "press":
             index = approach(world, *self.wall)
+        elif self.mode == "clip":
+            index = approach(world, *self.push)
         elif self.mode == "random":
             index = self.previous if rng.random() < self.persistence else int(rng.integers(5))
         else:
@@ -168,19 +183,21 @@ def nearest_wall(world: Any) -> tuple[int, float]:
     return axis, sign
 
 
-def approach(world: Any, axis: int, sign: float) -> int:
+def approach(world: Any, axis: int, sign: float, offset: float = 0.0) -> int:
     """The action index that brings the agent behind the block and pushes it along `axis` in direction `sign`
-    (walking around the block when on the wrong side); against a wall it keeps pressing."""
+    (walking around the block when on the wrong side); against a wall it keeps pressing. With `offset`, the agent
+    lines up that many px off the block's centre line (as far as the room allows) and clips the block's side."""
     agent, block = world.agent, world.block
     r, h, step = world.agent_radius, world.block_half, world.agent_step
     contact = h + r
     other = 1 - axis
     along = (agent[axis] - block[axis]) * sign  # <= -(h + r): the agent is behind the block for this push
     across = agent[other] - block[other]
+    lane = min(max(block[other] + offset, world.lo + r), world.hi - r) - block[other]  # where the agent walks
     moves = {(0, 1.0): 3, (0, -1.0): 2, (1, 1.0): 1, (1, -1.0): 0}  # (axis, sign) → action index
     if along <= -contact + 1e-3:  # behind the block
-        if abs(across) > step / 2 + 1e-6:
-            return moves[(other, -1.0 if across > 0 else 1.0)]
+        if abs(across - lane) > step / 2 + 1e-6:
+            return moves[(other, -1.0 if across > lane else 1.0)]
         return moves[(axis, sign)]  # walk up to the block and push
     if abs(across) < contact + 1.0:  # step sideways to get around the block
         side = 1.0 if across >= 0 else -1.0
@@ -195,6 +212,8 @@ POLICIES: dict[str, Callable[[], Policy]] = {
     "random": RandomPolicy,
     "pushworld": PushWorldPolicy,
     "pushworld-walls": lambda: PushWorldPolicy(press=0.1),  # a tenth of the mixed segments press into a wall
+    # and a tenth more clip the block's corner
+    "pushworld-contacts": lambda: PushWorldPolicy(press=0.1, clip=0.1),
 }
 
 
