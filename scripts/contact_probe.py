@@ -41,7 +41,7 @@ for offset in offsets:
             along, across = np.array([dx, dy], float), np.array([dy, dx], float) * rng.choice([-1, 1])
             # 12 px behind; after the first real step 9 px (not yet touching); the next step overlaps the block
             agent = block - along * 12 * s + across * offset * s
-            goal = block - along * 16 * s - across * 12 * s  # behind and beside the agent: out of the way
+            goal = np.clip(block - along * 16 * s - across * 12 * s, 10 * s, 54 * s)  # behind, beside: out of the way
             env = PushWorld(render_mode="rgb_array", size=size, action_mode="text")
             f0, info = env.reset(seed=0, options={"agent_pos": tuple(agent), "block_pos": tuple(block),
                                                   "goal_pos": tuple(goal)})
