@@ -30,11 +30,12 @@ def keep_last(found: dict, previous: dict) -> dict:
 class PushTask:
     """Bring the block to the goal in a `size`-pixel PushWorld.
 
-    glance_penalty: objective penalty per step for touching the block away from the push spot (0: off).
+    glance_penalty: objective penalty per step for touching the block away from the push spot (0: off). At 2.0,
+        more than a success earns, a planner does not push the block off-centre.
     """
 
     size: int = 64
-    glance_penalty: float = 0.25
+    glance_penalty: float = 2.0
 
     @property
     def contact(self) -> float:
@@ -61,8 +62,8 @@ class PushTask:
     def progress(self, agent, block, goal) -> float:
         """One step's score. Block near the goal first; the agent at the spot it must push from second (it has
         to get there); a bonus for a block on the goal; a penalty for touching the block anywhere but from the
-        push spot: glancing contacts move the block sideways, and they are where the model's imagination is
-        least exact."""
+        push spot: PushWorld pushes the block on any overlap, but the model imagines pushes that clip a corner
+        worst (it leaves the block in place; see scripts/contact_probe.py)."""
         if block is None:
             return -1.3
         spot = self.push_spot(block, goal)

@@ -31,7 +31,7 @@ p.add_argument("--replan-near-block", type=int, default=1,
 p.add_argument("--seed", type=int, default=20_000, help="first task seed (held out from training data)")
 p.add_argument("--controllers", default="random,model,real", help="comma-separated subset of random,model,real")
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
-p.add_argument("--glance-penalty", type=float, default=0.25,
+p.add_argument("--glance-penalty", type=float, default=2.0,
                help="objective penalty per step for touching the block away from the push spot (0: off)")
 p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
                help="seed each CEM search with the rest of the previous plan")

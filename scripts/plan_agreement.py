@@ -43,7 +43,7 @@ p.add_argument("--iterations", type=int, default=2)
 p.add_argument("--replan-every", type=int, default=5)
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures")
 p.add_argument("--samples", type=int, default=1, help="imagined futures per plan, scores averaged")
-p.add_argument("--glance-penalty", type=float, default=0.25)
+p.add_argument("--glance-penalty", type=float, default=2.0)
 p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
                help="seed each CEM search with the rest of the previous plan (as plan_push.py does)")
 p.add_argument("--json", help="write the per-state figures here")

@@ -8,7 +8,7 @@ from worldsim.envs import PushWorld
 from worldsim.envs.push_task import PushTask
 from worldsim.session import StepResult
 
-TASK = PushTask(64)
+TASK = PushTask(64, glance_penalty=0.25)
 GOAL = (48.0, 20.0)
 
 
