@@ -3,6 +3,8 @@
 `step_together(sessions, actions)` gives every session exactly the frame, log-likelihood and state it would get
 from `session.step(action)` alone: noise comes from each session's own generator, and the Jacobi fixed-point
 iterations stop per session (a converged row is frozen while the others iterate), so batching changes no result.
+One exception: small Jacobi chunks capped by `max_iter` can differ in the last float bits on some CPUs, whose
+kernels for small matrix products depend on the batch size (tests/test_bridge_batching.py).
 Sessions can share a pass when `batch_key` says so: same settings and the same KV-cache layout (same number of
 frames so far). Everything else — the stacked KV cache, the per-row stopping rule — lives only for that pass.
 """

@@ -38,10 +38,17 @@ def plan(i: int, steps: int, vocab) -> list[str]:
     return [vocab[int(k)] for k in rng.integers(0, len(vocab), steps)]
 
 
-def assert_same(a, b) -> None:
-    assert np.array_equal(a.frame, b.frame) and a.frame.dtype == b.frame.dtype == np.uint8
-    assert (a.log_prob, a.bits_per_dim, a.reward, a.terminated) == (b.log_prob, b.bits_per_dim, b.reward, b.terminated)
-    assert a.info["iterations"] == b.info["iterations"]
+def assert_same(a, b, exact: bool = True) -> None:
+    """Bit for bit; with exact=False, within float32 rounding (a uint8 level, 1e-5 relative)."""
+    assert a.frame.dtype == b.frame.dtype == np.uint8 and a.info["iterations"] == b.info["iterations"]
+    if exact:
+        assert np.array_equal(a.frame, b.frame)
+        assert (a.log_prob, a.bits_per_dim, a.reward, a.terminated) == (b.log_prob, b.bits_per_dim, b.reward,
+                                                                        b.terminated)
+        return
+    assert np.abs(a.frame.astype(int) - b.frame.astype(int)).max() <= 1 and a.terminated == b.terminated
+    np.testing.assert_allclose([a.log_prob, a.bits_per_dim, a.reward], [b.log_prob, b.bits_per_dim, b.reward],
+                               rtol=1e-5, atol=1e-5)
 
 
 SETTINGS = [{}, {"guidance": 1.0, "temperature": 0.7}, {"context": "frame"}, {"denoise": "tweedie"},
@@ -52,7 +59,10 @@ SETTINGS = [{}, {"guidance": 1.0, "temperature": 0.7}, {"context": "frame"}, {"d
 @pytest.mark.parametrize("model", ["tiny", "tiny_latent"])
 def test_step_together_equals_lone_steps(request, model, settings):
     """Same frames, log-likelihoods, rewards and iterations, and the same state afterwards (a later lone step,
-    and a later batched one, still agree)."""
+    and a later batched one, still agree). Bit for bit, except with small Jacobi chunks capped by max_iter: their
+    4-token matrix products take batch-size-dependent kernels on some CPUs (an AVX-512-FP16 Xeon: last-bit
+    differences, 1e-6 relative in log p), which the capped, unconverged iterate keeps."""
+    exact = "max_iter" not in settings
     wm = request.getfixturevalue(model)
     k, vocab = 4, wm.vocabulary
     alone = [wm.session(seed=i, **settings) for i in range(k)]
@@ -65,9 +75,10 @@ def test_step_together_equals_lone_steps(request, model, settings):
         got = ([s.step(a) for s, a in zip(together, acts, strict=True)] if t == 2
                else step_together(together, acts))
         for a, b in zip(want, got, strict=True):
-            assert_same(a, b)
+            assert_same(a, b, exact)
     for a, b in zip(alone, together, strict=True):
-        assert np.array_equal(a.history, b.history) and a.actions == b.actions
+        assert a.actions == b.actions
+        assert np.abs(a.history.astype(int) - b.history.astype(int)).max() <= (0 if exact else 1)
 
 
 def test_step_together_refuses_mixed_sessions(tiny):
