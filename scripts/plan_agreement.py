@@ -136,6 +136,9 @@ def run_task(seed: int) -> list[dict]:
 
 states = [s for seed in tqdm(range(args.seed, args.seed + args.episodes), unit="task")
           for s in run_task(seed)]
+if args.show is not None and not states:
+    p.exit(2, f"plan_agreement.py: real step {args.show} of task {args.seed} is not a planning state (the planner "
+              f"executed several steps there, or the task ended first); choose a step the planner plans at.\n")
 summary = {}
 for name, group in (("all", states), ("near block", [s for s in states if s["near"]]),
                     ("away", [s for s in states if not s["near"]])):
