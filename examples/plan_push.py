@@ -71,7 +71,8 @@ def run_task(controller: str, seed: int) -> tuple[bool, float]:
                    else task.real_simulator(env))
             found = cem_search(sim, vocab, args.horizon, args.population, max(1, args.population // 8),
                                args.iterations, seed + steps, warm_start=rest if args.warm_start else None).actions
-            plan, rest = found[: executed(seen)], found[executed(seen):]
+            n = executed(seen)
+            plan, rest = found[:n], found[n:]
         for a in plan:
             frame, _, done, _, info = env.step(a)
             session.observe(frame, action=a)  # keep the model anchored on what really happened

@@ -53,10 +53,11 @@ for offset in offsets:
             firsts.append(np.stack([f0, f1]))
             reals.append(gap(info["block_pos"], start))
 
+actions = [a for _, a, _ in cases]
 with wm.session(seed=args.seed, batch_size=len(cases)) as session:
-    session.reset(frames=np.stack(firsts), actions=[[a for _, a, _ in cases]])
+    session.reset(frames=np.stack(firsts), actions=[actions])
     for _ in range(args.steps):
-        out = session.step([a for _, a, _ in cases])
+        out = session.step(actions)
 found = [detect_objects(frame)["block_pos"] for frame in out.frame]
 
 print(f"{'offset px':>9}  {'real moved':>10}  {'imagined moved':>14}  {'imagined ≥ half of real':>23}  block lost")

@@ -64,10 +64,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def judge(session, env, seen: dict, goal, tried: list[list[str]], seed: int, draw: bool = False) -> dict:
-    """Score the plans CEM tried in both worlds and compare the choices."""
-    unique = [list(x) for x in dict.fromkeys(tuple(plan) for plan in tried)]
-    real = task.real_simulator(env)(unique)
+def judge(session, env, seen: dict, goal, tried: dict[tuple, float], seed: int, draw: bool = False) -> dict:
+    """Score the plans CEM tried (with their real scores) in imagination too and compare the choices."""
+    unique, real = [list(plan) for plan in tried], np.array(list(tried.values()))
     sim = imagined(session, task.imagined_objective(goal, seen), seed)
     model = np.mean([sim(unique) for _ in range(args.samples)], axis=0)
     pick, best = int(np.argmax(model)), int(np.argmax(real))
@@ -109,12 +108,13 @@ def run_task(seed: int) -> list[dict]:
     goal = info["goal_pos"]
     states, steps, rest = [], 0, []
     while steps < args.steps:
-        tried: list[list[str]] = []
+        tried: dict[tuple, float] = {}  # each distinct plan CEM tried → its real score (the env is deterministic)
         real_sim = task.real_simulator(env)
 
         def recording(plans, real_sim=real_sim, tried=tried):
-            tried.extend(plans)
-            return real_sim(plans)
+            scores = real_sim(plans)
+            tried.update(zip(map(tuple, plans), scores.tolist(), strict=True))
+            return scores
 
         found = cem_search(recording, vocab, args.horizon, args.population, max(1, args.population // 8),
                            args.iterations, seed + steps, warm_start=rest if args.warm_start else None).actions
