@@ -31,6 +31,8 @@ p.add_argument("--replan-near-block", type=int, default=1,
 p.add_argument("--seed", type=int, default=20_000, help="first task seed (held out from training data)")
 p.add_argument("--controllers", default="random,model,real", help="comma-separated subset of random,model,real")
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
+p.add_argument("--guidance", type=float,
+               help="classifier-free guidance weight on the actions of the imagined futures (default: the model's)")
 p.add_argument("--glance-penalty", type=float, default=2.0,
                help="objective penalty per step for touching the block away from the push spot (0: off)")
 p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
@@ -41,7 +43,8 @@ args = p.parse_args()
 wm = worldsim.WorldModel.from_pretrained(args.model)
 task = PushTask(wm.config.height, args.glance_penalty)
 vocab = list(PushWorld.vocabulary)
-SESSION = {} if args.temperature is None else {"temperature": args.temperature}  # else the model's defaults
+SESSION = {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance))
+           if v is not None}  # the rest: the model's defaults
 
 
 def distance(info: dict) -> float:

@@ -24,6 +24,8 @@ p.add_argument("--layouts", type=int, default=4, help="random block places per o
 p.add_argument("--offsets", default="0,1,2,3,4,5,6,7", help="lateral offsets of the agent, px at 64×64")
 p.add_argument("--steps", type=int, default=3, help="steps walked into the block after the two real frames")
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--guidance", type=float, help="classifier-free guidance weight on the actions (default: the model's)")
+p.add_argument("--temperature", type=float, help="sampling temperature (default: the model's)")
 args = p.parse_args()
 
 wm = WorldModel.from_pretrained(args.model)
@@ -54,7 +56,8 @@ for offset in offsets:
             reals.append(gap(info["block_pos"], start))
 
 actions = [a for _, a, _ in cases]
-with wm.session(seed=args.seed, batch_size=len(cases)) as session:
+settings = {k: v for k, v in (("guidance", args.guidance), ("temperature", args.temperature)) if v is not None}
+with wm.session(seed=args.seed, batch_size=len(cases), **settings) as session:
     session.reset(frames=np.stack(firsts), actions=[actions])
     for _ in range(args.steps):
         out = session.step(actions)

@@ -46,11 +46,12 @@ def test_what_if_example(model, tmp_path):
 def test_plan_push_example(model, tmp_path):
     out = run("plan_push.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
               "--population", "4", "--iterations", "1", "--replan-every", "2", "--replan-near-block", "1",
-              "--glance-penalty", "0.25", "--json", "r.json", cwd=tmp_path)
+              "--glance-penalty", "0.25", "--guidance", "1.0", "--json", "r.json", cwd=tmp_path)
     assert "random: success" in out and "model: success" in out and "real: success" in out
     rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
     report = json.loads((tmp_path / "r.json").read_text())
+    assert report["guidance"] == 1.0
     moved = report["block_progress_px"]
     assert set(moved) == set(rates) and all(abs(m) < 64 for m in moved.values())  # within the 64-px room
     for name, rate in rates.items():  # one task each: its outcome, and an interval that holds the rate
@@ -79,7 +80,7 @@ def test_plan_agreement_script(model, tmp_path):
 
 def test_contact_probe_script(model, tmp_path):
     out = run("contact_probe.py", "--model", str(model), "--layouts", "1", "--offsets", "0,7", "--steps", "1",
-              folder="scripts", cwd=tmp_path)
+              "--guidance", "1.0", folder="scripts", cwd=tmp_path)
     rows = [line.split() for line in out.splitlines()[1:]]
     assert [row[0] for row in rows] == ["0", "7"]
     assert all(float(row[1]) > 0 for row in rows)  # the real block moves at both offsets
