@@ -96,7 +96,11 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 results, progress_px, intervals, tasks = {}, {}, {}, {}
 for controller in args.controllers.split(","):
     seeds = range(args.seed, args.seed + args.episodes)
-    outcomes = [run_task(controller, seed) for seed in tqdm(seeds, desc=controller, unit="task", leave=False)]
+    outcomes = []
+    for seed in tqdm(seeds, desc=controller, unit="task", leave=False):
+        outcomes.append(run_task(controller, seed))  # printed as it comes: a long run stopped early keeps these
+        tqdm.write(f"{controller} task {seed}: {'success' if outcomes[-1][0] else 'no success'}, "
+                   f"block moved {outcomes[-1][1]:+.1f} px towards the goal")
     wins, moved = zip(*outcomes, strict=True)
     results[controller], progress_px[controller] = float(np.mean(wins)), float(np.mean(moved))
     intervals[controller] = wilson(sum(wins), args.episodes)

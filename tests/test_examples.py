@@ -48,6 +48,7 @@ def test_plan_push_example(model, tmp_path):
               "--population", "4", "--iterations", "1", "--replan-every", "2", "--replan-near-block", "1",
               "--glance-penalty", "0.25", "--guidance", "1.0", "--json", "r.json", cwd=tmp_path)
     assert "random: success" in out and "model: success" in out and "real: success" in out
+    assert all(f"{c} task 20000: " in out for c in ("random", "model", "real"))  # each task reported as it ends
     rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
     report = json.loads((tmp_path / "r.json").read_text())
