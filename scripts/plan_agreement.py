@@ -8,7 +8,7 @@ fork, anchored on the real frames so far), and reports, over all states:
 - rank correlation (Spearman) between the model's and the real scores.
 Near-block states (contact) and the rest are reported apart.
 
-    python scripts/plan_agreement.py --model pushworld-64 --episodes 10 --seed 30000 [--temperature T] [--samples K]
+    python scripts/plan_agreement.py --model pushworld-64 --episodes 10 --seed 30000 [--temperature T] [--guidance W] [--samples K]
     python scripts/plan_agreement.py --episodes 1 --seed 30000 --show 26 --out docs/corner_contact.png
 
 `--show STEP` draws, at the planning state of real step STEP of the first task, the real best plan and the model's
@@ -42,6 +42,7 @@ p.add_argument("--population", type=int, default=12)
 p.add_argument("--iterations", type=int, default=2)
 p.add_argument("--replan-every", type=int, default=5)
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures")
+p.add_argument("--guidance", type=float, help="classifier-free guidance weight on the imagined futures' actions")
 p.add_argument("--samples", type=int, default=1, help="imagined futures per plan, scores averaged")
 p.add_argument("--glance-penalty", type=float, default=2.0)
 p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
@@ -54,7 +55,7 @@ args = p.parse_args()
 wm = worldsim.WorldModel.from_pretrained(args.model)
 task = PushTask(wm.config.height, args.glance_penalty)
 vocab = list(PushWorld.vocabulary)
-SESSION = {} if args.temperature is None else {"temperature": args.temperature}
+SESSION = {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance)) if v is not None}
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

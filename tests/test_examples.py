@@ -74,9 +74,10 @@ def test_plan_agreement_script(model, tmp_path):
     assert f"all:    2 states  regret {report['summary']['all']['regret']:.3f}" in out
     out = run("plan_agreement.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
               "--population", "4", "--iterations", "1", "--replan-every", "1", "--show", "1", "--out", "s.png",
-              "--json", "s.json", folder="scripts", cwd=tmp_path)
+              "--json", "s.json", "--guidance", "1.0", folder="scripts", cwd=tmp_path)
     assert "wrote s.png" in out and (tmp_path / "s.png").stat().st_size > 0
-    assert [s["step"] for s in json.loads((tmp_path / "s.json").read_text())["states"]] == [1]  # only that one
+    shown = json.loads((tmp_path / "s.json").read_text())
+    assert [s["step"] for s in shown["states"]] == [1] and shown["guidance"] == 1.0  # only that one
 
 
 def test_contact_probe_script(model, tmp_path):
