@@ -8,7 +8,8 @@ fork, anchored on the real frames so far), and reports, over all states:
 - rank correlation (Spearman) between the model's and the real scores.
 Near-block states (contact) and the rest are reported apart.
 
-    python scripts/plan_agreement.py --model pushworld-64 --episodes 10 --seed 30000 [--temperature T] [--guidance W] [--samples K]
+    python scripts/plan_agreement.py --model pushworld-64 --episodes 10 --seed 30000 [--temperature T] [--samples K]
+    python scripts/plan_agreement.py --episodes 2 --seed 30000 --guidance 1.0
     python scripts/plan_agreement.py --episodes 1 --seed 30000 --show 26 --out docs/corner_contact.png
 
 `--show STEP` draws, at the planning state of real step STEP of the first task, the real best plan and the model's
