@@ -98,9 +98,10 @@ for controller in args.controllers.split(","):
     seeds = range(args.seed, args.seed + args.episodes)
     outcomes = []
     for seed in tqdm(seeds, desc=controller, unit="task", leave=False):
-        outcomes.append(run_task(controller, seed))  # printed as it comes: a long run stopped early keeps these
-        tqdm.write(f"{controller} task {seed}: {'success' if outcomes[-1][0] else 'no success'}, "
-                   f"block moved {outcomes[-1][1]:+.1f} px towards the goal")
+        win, px = run_task(controller, seed)
+        outcomes.append((win, px))  # printed as it comes: a long run stopped early keeps these
+        tqdm.write(f"{controller} task {seed}: {'success' if win else 'no success'}, "
+                   f"block moved {px:+.1f} px towards the goal")
     wins, moved = zip(*outcomes, strict=True)
     results[controller], progress_px[controller] = float(np.mean(wins)), float(np.mean(moved))
     intervals[controller] = wilson(sum(wins), args.episodes)
