@@ -32,10 +32,19 @@ class PushTask:
 
     glance_penalty: objective penalty per step for touching the block away from the push spot (0: off). At 2.0,
         more than a success earns, a planner does not push the block off-centre.
+    push_from: which contacts count as pushes and go unpenalised. "spot": the agent within 3 px of the push spot
+        (`push_spot`). "behind": the agent anywhere behind the block (on the far side from the goal along the push
+        axis, at least half the contact distance) within 3 px of the block's centre line: a square push in
+        imagination, where the block lags the agent by a pixel or two, is not mistaken for a glance.
     """
 
     size: int = 64
     glance_penalty: float = 2.0
+    push_from: str = "spot"
+
+    def __post_init__(self):
+        if self.push_from not in ("spot", "behind"):
+            raise ValueError(f"push_from must be 'spot' or 'behind'; received {self.push_from!r}.")
 
     @property
     def contact(self) -> float:
@@ -70,9 +79,18 @@ class PushTask:
         score = self.closeness(block, goal) + 0.3 * self.closeness(agent, spot)
         if gap(block, goal) <= self.success:
             score += 1.0
-        if gap(agent, block) < self.contact + 2 * self.size / 64 and gap(agent, spot) > 3:
+        if gap(agent, block) < self.contact + 2 * self.size / 64 and not self.pushing(agent, block, goal):
             score -= self.glance_penalty
         return score
+
+    def pushing(self, agent, block, goal) -> bool:
+        """Whether an agent touching the block touches it the way that pushes it towards the goal (`push_from`)."""
+        if self.push_from == "spot":
+            return gap(agent, self.push_spot(block, goal)) <= 3
+        error = np.subtract(goal, block)
+        axis = int(np.argmax(np.abs(error)))
+        behind = np.sign(error[axis]) * (block[axis] - agent[axis])
+        return behind >= self.contact / 2 and abs(block[1 - axis] - agent[1 - axis]) <= 3
 
     def begin(self, seed: int, session) -> tuple[PushWorld, dict, dict]:
         """A text-action PushWorld task from `seed`, with `session` reset on its first frame.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from worldsim.envs import PushWorld
 from worldsim.envs.push_task import PushTask
@@ -31,6 +32,21 @@ def test_progress_prefers_the_block_on_the_goal_and_penalises_glancing_contact()
     glancing = PushTask(64, glance_penalty=0.0).progress((20.0, 11.0), (20.0, 20.0), GOAL)
     assert glancing - TASK.progress((20.0, 11.0), (20.0, 20.0), GOAL) == 0.25
     assert TASK.progress((11.0, 20.0), None, GOAL) == -1.3  # a lost block counts as far
+
+
+def test_push_from_behind_spares_a_square_push_closer_than_the_spot_and_nothing_else():
+    behind = PushTask(64, glance_penalty=0.25, push_from="behind")
+    block = (20.0, 20.0)  # the goal is to the right: pushes come from the left
+    lagging = (14.0, 21.0)  # in line behind the block, 6 px from it: where an imagined push leaves the agent
+    assert TASK.progress(lagging, block, GOAL) == pytest.approx(behind.progress(lagging, block, GOAL) - 0.25)
+    for agent in ((20.0, 11.0), (26.0, 20.0), (14.0, 25.0)):  # beside, on the goal side, 5 px off the line
+        assert behind.progress(agent, block, GOAL) == TASK.progress(agent, block, GOAL)
+    assert behind.progress((11.0, 20.0), block, GOAL) == TASK.progress((11.0, 20.0), block, GOAL)  # at the spot
+
+
+def test_push_from_names_its_choices():
+    with pytest.raises(ValueError, match="'spot' or 'behind'; received 'side'"):
+        PushTask(64, push_from="side")
 
 
 def test_real_simulator_scores_pushing_above_walking_away_and_leaves_the_env_alone():
