@@ -60,12 +60,19 @@ class PushTask:
         """0 at the target, -1 at the far side of the room; a missing object counts as far."""
         return -1.0 if pos is None else -gap(pos, target) / self.size
 
-    def push_spot(self, block, goal) -> np.ndarray:
-        """Where the agent stands to push the block towards the goal, along the axis with the larger error."""
+    @staticmethod
+    def push_axis(block, goal) -> tuple[int, float]:
+        """(axis, direction) of the push that brings the block towards the goal: the axis with the larger error
+        (0: x, 1: y) and the sign of the block's move along it."""
         error = np.subtract(goal, block)
         axis = int(np.argmax(np.abs(error)))
+        return axis, float(np.sign(error[axis]))
+
+    def push_spot(self, block, goal) -> np.ndarray:
+        """Where the agent stands to push the block towards the goal, along the axis with the larger error."""
+        axis, direction = self.push_axis(block, goal)
         spot = np.array(block, dtype=float)
-        spot[axis] -= np.sign(error[axis]) * self.contact
+        spot[axis] -= direction * self.contact
         return spot
 
     def progress(self, agent, block, goal) -> float:
@@ -87,9 +94,8 @@ class PushTask:
         """Whether an agent touching the block touches it the way that pushes it towards the goal (`push_from`)."""
         if self.push_from == "spot":
             return gap(agent, self.push_spot(block, goal)) <= 3
-        error = np.subtract(goal, block)
-        axis = int(np.argmax(np.abs(error)))
-        behind = np.sign(error[axis]) * (block[axis] - agent[axis])
+        axis, direction = self.push_axis(block, goal)
+        behind = direction * (block[axis] - agent[axis])
         return behind >= self.contact / 2 and abs(block[1 - axis] - agent[1 - axis]) <= 3
 
     def begin(self, seed: int, session) -> tuple[PushWorld, dict, dict]:
