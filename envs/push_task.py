@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -35,16 +36,50 @@ class PushTask:
     push_from: which contacts count as pushes and go unpenalised. "spot": the agent within 3 px of the push spot
         (`push_spot`). "behind": the agent anywhere behind the block (on the far side from the goal along the push
         axis, at least half the contact distance) within 3 px of the block's centre line: a square push in
-        imagination, where the block lags the agent by a pixel or two, is not mistaken for a glance.
+        imagination, where the block lags the agent by a pixel or two, is not mistaken for a glance. "either":
+        within 3 px of the push spot of either axis along which the block is still off the goal: when the two
+        errors are close, a push along the larger one makes it the smaller, the push spot jumps to the other axis,
+        and under "spot" the pushing agent is then penalised as a glance, so a planner does not push at all.
+    glance_zone: where the agent counts as touching the block. "ring": within `contact` + 2 px of the block's
+        centre, a circle that reaches 3 px beyond the block's sides. "body": within a pixel of touching the block's
+        square, the shape PushWorld pushes on. The ring walls off the push spot from an agent walking along the
+        block's side (it passes 2 px from the side, inside the ring and not yet within 3 px of the spot), so a
+        spot against a wall, which only that walk reaches, is never reached.
     """
 
     size: int = 64
     glance_penalty: float = 2.0
     push_from: str = "spot"
+    glance_zone: str = "ring"
 
     def __post_init__(self):
-        if self.push_from not in ("spot", "behind"):
-            raise ValueError(f"push_from must be 'spot' or 'behind'; received {self.push_from!r}.")
+        for name, value, allowed in (("push_from", self.push_from, ("spot", "behind", "either")),
+                                     ("glance_zone", self.glance_zone, ("ring", "body"))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be {' or '.join(map(repr, allowed))}; received {value!r}.")
+
+    @staticmethod
+    def add_arguments(parser) -> None:
+        """The objective's options on an argparse parser, for the scripts that plan with it (`from_arguments`)."""
+        parser.add_argument("--glance-penalty", type=float, default=2.0,
+                            help="objective penalty per step for touching the block away from the push spot (0: off)")
+        parser.add_argument("--push-from", choices=("spot", "behind", "either"), default="spot",
+                            help="contacts the glance penalty spares: near the push spot, anywhere behind the block "
+                                 "in line, or near the push spot of either axis")
+        parser.add_argument("--glance-zone", choices=("ring", "body"), default="ring",
+                            help="where the agent counts as touching the block: a circle round it, or the block's "
+                                 "own square")
+
+    @classmethod
+    def from_arguments(cls, size: int, args) -> PushTask:
+        """The task that `add_arguments`'s parsed options describe, in a `size`-pixel world."""
+        return cls(size, args.glance_penalty, args.push_from, args.glance_zone)
+
+    @cached_property
+    def _reach(self) -> tuple[float, float]:
+        """(the block's half-size, the agent's radius plus a pixel to spare), from PushWorld's own sizes."""
+        world = PushWorld(size=self.size)
+        return world.block_half, world.agent_radius + self.size / 64
 
     @property
     def contact(self) -> float:
@@ -86,14 +121,30 @@ class PushTask:
         score = self.closeness(block, goal) + 0.3 * self.closeness(agent, spot)
         if gap(block, goal) <= self.success:
             score += 1.0
-        if gap(agent, block) < self.contact + 2 * self.size / 64 and not self.pushing(agent, block, goal):
+        if self.touching(agent, block) and not self.pushing(agent, block, goal):
             score -= self.glance_penalty
         return score
+
+    def touching(self, agent, block) -> bool:
+        """Whether the agent is in the block's `glance_zone`."""
+        if self.glance_zone == "ring":
+            return gap(agent, block) < self.contact + 2 * self.size / 64
+        half, reach = self._reach
+        outside = np.maximum(np.abs(np.subtract(agent, block)) - half, 0.0)
+        return float(np.hypot(*outside)) < reach
 
     def pushing(self, agent, block, goal) -> bool:
         """Whether an agent touching the block touches it the way that pushes it towards the goal (`push_from`)."""
         if self.push_from == "spot":
             return gap(agent, self.push_spot(block, goal)) <= 3
+        if self.push_from == "either":
+            error = np.subtract(goal, block)
+            for axis in (0, 1):
+                spot = np.array(block, dtype=float)
+                spot[axis] -= np.sign(error[axis]) * self.contact
+                if abs(error[axis]) > self.success / 2 and gap(agent, spot) <= 3:
+                    return True
+            return False
         axis, direction = self.push_axis(block, goal)
         behind = direction * (block[axis] - agent[axis])
         return behind >= self.contact / 2 and abs(block[1 - axis] - agent[1 - axis]) <= 3

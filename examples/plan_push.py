@@ -33,17 +33,14 @@ p.add_argument("--controllers", default="random,model,real", help="comma-separat
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
 p.add_argument("--guidance", type=float,
                help="classifier-free guidance weight on the actions of the imagined futures (default: the model's)")
-p.add_argument("--glance-penalty", type=float, default=2.0,
-               help="objective penalty per step for touching the block away from the push spot (0: off)")
-p.add_argument("--push-from", choices=("spot", "behind"), default="spot",
-               help="contacts the glance penalty spares: near the push spot, or anywhere behind the block in line")
+PushTask.add_arguments(p)
 p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
                help="seed each CEM search with the rest of the previous plan")
 p.add_argument("--json", help="write the success rates and each task's outcome here")
 args = p.parse_args()
 
 wm = worldsim.WorldModel.from_pretrained(args.model)
-task = PushTask(wm.config.height, args.glance_penalty, args.push_from)
+task = PushTask.from_arguments(wm.config.height, args)
 vocab = list(PushWorld.vocabulary)
 SESSION = {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance))
            if v is not None}  # the rest: the model's defaults

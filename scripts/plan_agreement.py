@@ -45,9 +45,7 @@ p.add_argument("--replan-every", type=int, default=5)
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures")
 p.add_argument("--guidance", type=float, help="classifier-free guidance weight on the imagined futures' actions")
 p.add_argument("--samples", type=int, default=1, help="imagined futures per plan, scores averaged")
-p.add_argument("--glance-penalty", type=float, default=2.0)
-p.add_argument("--push-from", choices=("spot", "behind"), default="spot",
-               help="contacts the glance penalty spares: near the push spot, or anywhere behind the block in line")
+PushTask.add_arguments(p)
 p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=True,
                help="seed each CEM search with the rest of the previous plan (as plan_push.py does)")
 p.add_argument("--json", help="write the per-state figures here")
@@ -56,7 +54,7 @@ p.add_argument("--out", default="plan_agreement.png", help="where --show draws")
 args = p.parse_args()
 
 wm = worldsim.WorldModel.from_pretrained(args.model)
-task = PushTask(wm.config.height, args.glance_penalty, args.push_from)
+task = PushTask.from_arguments(wm.config.height, args)
 vocab = list(PushWorld.vocabulary)
 SESSION = {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance)) if v is not None}
 

@@ -45,8 +45,37 @@ def test_push_from_behind_spares_a_square_push_closer_than_the_spot_and_nothing_
 
 
 def test_push_from_names_its_choices():
-    with pytest.raises(ValueError, match="'spot' or 'behind'; received 'side'"):
+    with pytest.raises(ValueError, match="'spot' or 'behind' or 'either'; received 'side'"):
         PushTask(64, push_from="side")
+    with pytest.raises(ValueError, match="glance_zone must be 'ring' or 'body'; received 'disk'"):
+        PushTask(64, glance_zone="disk")
+
+
+def test_body_zone_opens_the_walk_along_the_side_to_a_spot_against_the_wall_and_still_sees_contact():
+    ring, body = PushTask(64, glance_penalty=2.0), PushTask(64, glance_penalty=2.0, glance_zone="body")
+    block, goal = (43.6, 17.2), (40.1, 40.0)  # task 20000: push down, from a spot (43.6, 8.2) by the top wall
+    np.testing.assert_allclose(ring.push_spot(block, goal), (43.6, 8.2))
+    beside = (39.0, 7.5)  # on the way along the wall, 1.7 px clear of the block's top side
+    assert ring.touching(beside, block) and not body.touching(beside, block)
+    assert body.progress(beside, block, goal) == pytest.approx(ring.progress(beside, block, goal) + 2.0)
+    env = placed(agent=beside, block=block, goal=goal)
+    walked = env.step("move right")[4]  # on along the wall, towards the spot
+    assert not walked["block_moved"] and not body.touching(walked["agent_pos"], block)  # no contact, rightly
+    assert not body.touching((43.6, 8.2), block)  # the spot itself, a pixel clear of the block
+    for agent in ((37.1, 10.7), (36.6, 20.2)):  # overlapping a corner, overlapping the left side
+        assert body.touching(agent, block) and ring.touching(agent, block)
+        assert body.progress(agent, block, goal) < body.progress(beside, block, goal) - 1.5  # penalised
+
+
+def test_push_from_either_spares_a_push_along_the_smaller_error_axis_only_while_it_helps():
+    spot, either = PushTask(64, glance_penalty=2.0), PushTask(64, glance_penalty=2.0, push_from="either")
+    block = (30.0, 30.0)
+    goal = (50.0, 48.0)  # errors 20 (x) and 18 (y): the push spot is left of the block, (21, 30)
+    above = (30.0, 21.0)  # where a push down starts: it helps, but after one step x is the larger error again
+    assert not spot.pushing(above, block, goal) and either.pushing(above, block, goal)
+    assert either.pushing((21.0, 30.0), block, goal)  # the larger axis's own spot still counts
+    assert not either.pushing(above, block, (50.0, 31.0))  # the block is already level with the goal in y
+    assert not either.pushing((30.0, 39.0), block, goal)  # below the block, pushing it away from the goal
 
 
 def test_real_simulator_scores_pushing_above_walking_away_and_leaves_the_env_alone():
