@@ -44,13 +44,14 @@ class PushTask:
         centre, a circle that reaches 3 px beyond the block's sides. "body": within a pixel of touching the block's
         square, the shape PushWorld pushes on. The ring walls off the push spot from an agent walking along the
         block's side (it passes 2 px from the side, inside the ring and not yet within 3 px of the spot), so a
-        spot against a wall, which only that walk reaches, is never reached.
+        spot against a wall, which only that walk reaches, is never reached. "body" is the default since the
+        real-world planner chose it on tasks 40000–40099 (31/100 against 22/100 in 30 steps; README).
     """
 
     size: int = 64
     glance_penalty: float = 2.0
     push_from: str = "spot"
-    glance_zone: str = "ring"
+    glance_zone: str = "body"
 
     def __post_init__(self):
         for name, value, allowed in (("push_from", self.push_from, ("spot", "behind", "either")),
@@ -66,7 +67,7 @@ class PushTask:
         parser.add_argument("--push-from", choices=("spot", "behind", "either"), default="spot",
                             help="contacts the glance penalty spares: near the push spot, anywhere behind the block "
                                  "in line, or near the push spot of either axis")
-        parser.add_argument("--glance-zone", choices=("ring", "body"), default="ring",
+        parser.add_argument("--glance-zone", choices=("ring", "body"), default="body",
                             help="where the agent counts as touching the block: a circle round it, or the block's "
                                  "own square")
 

@@ -46,14 +46,14 @@ def test_what_if_example(model, tmp_path):
 def test_plan_push_example(model, tmp_path):
     out = run("plan_push.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
               "--population", "4", "--iterations", "1", "--replan-every", "2", "--replan-near-block", "1",
-              "--glance-penalty", "0.25", "--guidance", "1.0", "--push-from", "either", "--glance-zone", "body",
+              "--glance-penalty", "0.25", "--guidance", "1.0", "--push-from", "either", "--glance-zone", "ring",
               "--json", "r.json", cwd=tmp_path)
     assert "random: success" in out and "model: success" in out and "real: success" in out
     assert all(f"{c} task 20000: " in out for c in ("random", "model", "real"))  # each task reported as it ends
     rates = json.loads((tmp_path / "r.json").read_text())["success_rate"]
     assert set(rates) == {"random", "model", "real"} and all(0 <= r <= 1 for r in rates.values())
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["guidance"] == 1.0 and report["push_from"] == "either" and report["glance_zone"] == "body"
+    assert report["guidance"] == 1.0 and report["push_from"] == "either" and report["glance_zone"] == "ring"
     moved = report["block_progress_px"]
     assert set(moved) == set(rates) and all(abs(m) < 64 for m in moved.values())  # within the 64-px room
     for name, rate in rates.items():  # one task each: its outcome, and an interval that holds the rate

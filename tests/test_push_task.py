@@ -9,7 +9,7 @@ from worldsim.envs import PushWorld
 from worldsim.envs.push_task import PushTask
 from worldsim.session import StepResult
 
-TASK = PushTask(64, glance_penalty=0.25)
+TASK = PushTask(64, glance_penalty=0.25, glance_zone="ring")
 GOAL = (48.0, 20.0)
 
 
@@ -29,13 +29,13 @@ def test_progress_prefers_the_block_on_the_goal_and_penalises_glancing_contact()
     far = TASK.progress((11.0, 20.0), (20.0, 20.0), GOAL)
     assert on_goal > 0.9 > far  # the success bonus
     assert TASK.progress((11.0, 20.0), (20.0, 20.0), GOAL) > TASK.progress((20.0, 11.0), (20.0, 20.0), GOAL)
-    glancing = PushTask(64, glance_penalty=0.0).progress((20.0, 11.0), (20.0, 20.0), GOAL)
+    glancing = PushTask(64, glance_penalty=0.0, glance_zone="ring").progress((20.0, 11.0), (20.0, 20.0), GOAL)
     assert glancing - TASK.progress((20.0, 11.0), (20.0, 20.0), GOAL) == 0.25
     assert TASK.progress((11.0, 20.0), None, GOAL) == -1.3  # a lost block counts as far
 
 
 def test_push_from_behind_spares_a_square_push_closer_than_the_spot_and_nothing_else():
-    behind = PushTask(64, glance_penalty=0.25, push_from="behind")
+    behind = PushTask(64, glance_penalty=0.25, push_from="behind", glance_zone="ring")
     block = (20.0, 20.0)  # the goal is to the right: pushes come from the left
     lagging = (14.0, 21.0)  # in line behind the block, 6 px from it: where an imagined push leaves the agent
     assert TASK.progress(lagging, block, GOAL) == pytest.approx(behind.progress(lagging, block, GOAL) - 0.25)
@@ -52,7 +52,7 @@ def test_push_from_names_its_choices():
 
 
 def test_body_zone_opens_the_walk_along_the_side_to_a_spot_against_the_wall_and_still_sees_contact():
-    ring, body = PushTask(64, glance_penalty=2.0), PushTask(64, glance_penalty=2.0, glance_zone="body")
+    ring, body = PushTask(64, glance_penalty=2.0, glance_zone="ring"), PushTask(64, glance_penalty=2.0)
     block, goal = (43.6, 17.2), (40.1, 40.0)  # task 20000: push down, from a spot (43.6, 8.2) by the top wall
     np.testing.assert_allclose(ring.push_spot(block, goal), (43.6, 8.2))
     beside = (39.0, 7.5)  # on the way along the wall, 1.7 px clear of the block's top side
