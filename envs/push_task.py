@@ -104,9 +104,13 @@ class PushTask:
         axis = int(np.argmax(np.abs(error)))
         return axis, float(np.sign(error[axis]))
 
-    def push_spot(self, block, goal) -> np.ndarray:
-        """Where the agent stands to push the block towards the goal, along the axis with the larger error."""
-        axis, direction = self.push_axis(block, goal)
+    def push_spot(self, block, goal, axis: int | None = None) -> np.ndarray:
+        """Where the agent stands to push the block towards the goal along `axis` (0: x, 1: y; None: the axis with
+        the larger error)."""
+        if axis is None:
+            axis, direction = self.push_axis(block, goal)
+        else:
+            direction = float(np.sign(goal[axis] - block[axis]))
         spot = np.array(block, dtype=float)
         spot[axis] -= direction * self.contact
         return spot
@@ -139,13 +143,8 @@ class PushTask:
         if self.push_from == "spot":
             return gap(agent, self.push_spot(block, goal)) <= 3
         if self.push_from == "either":
-            error = np.subtract(goal, block)
-            for axis in (0, 1):
-                spot = np.array(block, dtype=float)
-                spot[axis] -= np.sign(error[axis]) * self.contact
-                if abs(error[axis]) > self.success / 2 and gap(agent, spot) <= 3:
-                    return True
-            return False
+            return any(abs(goal[axis] - block[axis]) > self.success / 2
+                       and gap(agent, self.push_spot(block, goal, axis)) <= 3 for axis in (0, 1))
         axis, direction = self.push_axis(block, goal)
         behind = direction * (block[axis] - agent[axis])
         return behind >= self.contact / 2 and abs(block[1 - axis] - agent[1 - axis]) <= 3

@@ -22,6 +22,7 @@ def placed(agent, block, goal=GOAL) -> PushWorld:
 def test_push_spot_is_behind_the_block_on_the_larger_error_axis():
     np.testing.assert_allclose(TASK.push_spot((20.0, 20.0), (40.0, 25.0)), (11.0, 20.0))
     np.testing.assert_allclose(TASK.push_spot((20.0, 20.0), (22.0, 5.0)), (20.0, 29.0))
+    np.testing.assert_allclose(TASK.push_spot((20.0, 20.0), (40.0, 25.0), axis=1), (20.0, 11.0))  # the smaller
 
 
 def test_progress_prefers_the_block_on_the_goal_and_penalises_glancing_contact():
