@@ -12,7 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .pushworld import PushWorld, detect_objects
+from .pushworld import PushWorld, _overlap, detect_objects
 
 Pos = tuple[float, float]
 
@@ -135,8 +135,7 @@ class PushTask:
         if self.glance_zone == "ring":
             return gap(agent, block) < self.contact + 2 * self.size / 64
         half, reach = self._reach
-        outside = np.maximum(np.abs(np.subtract(agent, block)) - half, 0.0)
-        return float(np.hypot(*outside)) < reach
+        return _overlap(np.asarray(agent, dtype=float), reach, np.asarray(block, dtype=float), half) > 0
 
     def pushing(self, agent, block, goal) -> bool:
         """Whether an agent touching the block touches it the way that pushes it towards the goal (`push_from`)."""
