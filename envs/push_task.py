@@ -59,15 +59,16 @@ class PushTask:
             if value not in allowed:
                 raise ValueError(f"{name} must be {' or '.join(map(repr, allowed))}; received {value!r}.")
 
-    @staticmethod
-    def add_arguments(parser) -> None:
-        """The objective's options on an argparse parser, for the scripts that plan with it (`from_arguments`)."""
-        parser.add_argument("--glance-penalty", type=float, default=2.0,
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        """The objective's options on an argparse parser, for the scripts that plan with it (`from_arguments`);
+        their defaults are the dataclass's."""
+        parser.add_argument("--glance-penalty", type=float, default=cls.glance_penalty,
                             help="objective penalty per step for touching the block away from the push spot (0: off)")
-        parser.add_argument("--push-from", choices=("spot", "behind", "either"), default="spot",
+        parser.add_argument("--push-from", choices=("spot", "behind", "either"), default=cls.push_from,
                             help="contacts the glance penalty spares: near the push spot, anywhere behind the block "
                                  "in line, or near the push spot of either axis")
-        parser.add_argument("--glance-zone", choices=("ring", "body"), default="body",
+        parser.add_argument("--glance-zone", choices=("ring", "body"), default=cls.glance_zone,
                             help="where the agent counts as touching the block: a circle round it, or the block's "
                                  "own square")
 
