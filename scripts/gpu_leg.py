@@ -4,7 +4,10 @@ from a model, export each as fp16 (small enough to copy back).
     python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 9.0 \\
         --run "G=--frames 64 --batch 64 --ema 0.99" --run "H=--frames 32 --batch 128 --ema 0.99"
 
-(leg 8 of the bundled model: run H, 449 steps in 7.1 minutes on one H100, beside run G).
+(leg 8 of the bundled model: run H, 449 steps in 7.1 minutes on one H100, beside run G; legs 10-11 added
+`--policy pushworld-contacts`). On a machine without the project's dependencies, install them and the project
+from carried wheels into a folder on PYTHONPATH and run this script from outside the checkout, so that the
+training subprocesses import the installed package (docs/model-notes.md, "The leg-10 command").
 
 Data: `--shards` × `--per-shard` episodes; shard k is `worldsim record ... --seed 1000 + per_shard·k`, so world
 seeds 1000 … 1000 + shards·per_shard − 1 are covered once (the policy's generator differs per shard). Each run is
