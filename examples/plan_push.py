@@ -29,6 +29,9 @@ p.add_argument("--replan-every", type=int, default=4, help="real steps executed 
 p.add_argument("--replan-near-block", type=int, default=1,
                help="real steps executed per plan while the agent is near the block (0: --replan-every)")
 p.add_argument("--seed", type=int, default=20_000, help="first task seed (held out from training data)")
+p.add_argument("--search-seed", type=int, default=0,
+               help="offsets the planners' own randomness (CEM samples, imagined futures, random actions) but not "
+                    "the tasks: reruns with other values measure how much a success count varies from run to run")
 p.add_argument("--controllers", default="random,model,real", help="comma-separated subset of random,model,real")
 p.add_argument("--temperature", type=float, help="sampling temperature of the imagined futures (default: the model's)")
 p.add_argument("--guidance", type=float,
@@ -42,6 +45,7 @@ args = p.parse_args()
 wm = worldsim.WorldModel.from_pretrained(args.model)
 task = PushTask.from_arguments(wm.config.height, args)
 vocab = list(PushWorld.vocabulary)
+SEARCH_SEED_STRIDE = 1_000_003  # far apart, so no two (task, search seed) pairs share a stream
 SESSION = {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance))
            if v is not None}  # the rest: the model's defaults
 
@@ -57,32 +61,35 @@ def executed(seen: dict) -> int:
     return args.replan_near_block if task.near_block(seen) and args.replan_near_block else args.replan_every
 
 
-def run_task(controller: str, seed: int) -> tuple[bool, float]:
-    """(success, how far the block got towards the goal in px: start distance − end distance)."""
-    session = wm.session(seed=seed, **SESSION)
+def run_task(controller: str, seed: int) -> tuple[bool, float, float, list[str]]:
+    """(success, how far the block got towards the goal in px: start distance − end distance, the start distance,
+    the actions taken in the real world)."""
+    luck = seed + SEARCH_SEED_STRIDE * args.search_seed  # == seed by default, so earlier runs reproduce
+    session = wm.session(seed=luck, **SESSION)
     env, info, seen = task.begin(seed, session)
     goal = info["goal_pos"]
     start = distance(info)
-    rng = np.random.default_rng(seed)
-    steps, rest = 0, []
+    rng = np.random.default_rng(luck)
+    steps, rest, taken = 0, [], []
     while steps < args.steps:
         if controller == "random":
             plan = [vocab[rng.integers(len(vocab))]]
         else:
-            sim = (imagined(session, task.imagined_objective(goal, seen), seed) if controller == "model"
+            sim = (imagined(session, task.imagined_objective(goal, seen), luck) if controller == "model"
                    else task.real_simulator(env))
             found = cem_search(sim, vocab, args.horizon, args.population, max(1, args.population // 8),
-                               args.iterations, seed + steps, warm_start=rest if args.warm_start else None).actions
+                               args.iterations, luck + steps, warm_start=rest if args.warm_start else None).actions
             n = executed(seen)
             plan, rest = found[:n], found[n:]
         for a in plan:
             frame, _, done, _, info = env.step(a)
+            taken.append(a)
             session.observe(frame, action=a)  # keep the model anchored on what really happened
             seen = keep_last(detect_objects(frame), seen)
             steps += 1
             if done:
-                return True, start - distance(info)
-    return False, start - distance(info)
+                return True, start - distance(info), start, taken
+    return False, start - distance(info), start, taken
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -97,15 +104,16 @@ for controller in args.controllers.split(","):
     seeds = range(args.seed, args.seed + args.episodes)
     outcomes = []
     for seed in tqdm(seeds, desc=controller, unit="task", leave=False):
-        win, px = run_task(controller, seed)
-        outcomes.append((win, px))  # printed as it comes: a long run stopped early keeps these
+        win, px, start, taken = run_task(controller, seed)
+        outcomes.append((win, px, start, taken))  # printed as it comes: a long run stopped early keeps these
         tqdm.write(f"{controller} task {seed}: {'success' if win else 'no success'}, "
                    f"block moved {px:+.1f} px towards the goal")
-    wins, moved = zip(*outcomes, strict=True)
+    wins, moved, starts, actions = zip(*outcomes, strict=True)
     results[controller], progress_px[controller] = float(np.mean(wins)), float(np.mean(moved))
     intervals[controller] = wilson(sum(wins), args.episodes)
-    tasks[controller] = [{"seed": seed, "success": win, "progress_px": round(float(px), 2)}
-                         for seed, win, px in zip(seeds, wins, moved, strict=True)]
+    tasks[controller] = [{"seed": seed, "success": win, "progress_px": round(float(px), 2),
+                          "start_px": round(float(d), 2), "actions": list(acts)}
+                         for seed, win, px, d, acts in zip(seeds, wins, moved, starts, actions, strict=True)]
     low, high = intervals[controller]
     print(f"{controller:>6}: success {results[controller]:.2f} over {args.episodes} tasks (95% interval "
           f"{low:.2f}–{high:.2f}); block moved {progress_px[controller]:+.1f} px towards the goal on average")

@@ -63,6 +63,20 @@ def test_plan_push_example(model, tmp_path):
         assert 0 <= low <= rate <= high <= 1 and high - low > 0.5  # one task says little
 
 
+def test_plan_push_search_seed_varies_the_planner_not_the_task(model, tmp_path):
+    def report(search_seed, name):
+        run("plan_push.py", "--model", str(model), "--episodes", "2", "--steps", "8", "--controllers", "random",
+            "--search-seed", str(search_seed), "--json", name, cwd=tmp_path)
+        return json.loads((tmp_path / name).read_text())["tasks"]["random"]
+
+    first, again, other = report(0, "a.json"), report(0, "b.json"), report(1, "c.json")
+    assert first == again  # a run repeats exactly
+    assert [t["start_px"] for t in first] == [t["start_px"] for t in other]  # the same tasks...
+    assert [t["seed"] for t in first] == [t["seed"] for t in other] == [20_000, 20_001]
+    assert all(len(t["actions"]) == 8 or t["success"] for t in first + other)
+    assert [t["actions"] for t in first] != [t["actions"] for t in other]  # ...played with other luck
+
+
 def test_plan_agreement_script(model, tmp_path):
     out = run("plan_agreement.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
               "--population", "4", "--iterations", "1", "--replan-every", "1", "--samples", "2", "--json", "a.json",
