@@ -8,6 +8,7 @@ and the same planner using the real world as its model (the upper bound).
 
 import argparse
 import json
+import os
 
 import numpy as np
 from tqdm import tqdm
@@ -99,25 +100,33 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
 
 
+def save(path: str, report: dict) -> None:
+    """Write the report through a temporary file, so a run stopped mid-write leaves the previous one whole."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, path)
+
+
 results, progress_px, intervals, tasks = {}, {}, {}, {}
 for controller in args.controllers.split(","):
     seeds = range(args.seed, args.seed + args.episodes)
-    outcomes = []
+    tasks[controller] = []
     for seed in tqdm(seeds, desc=controller, unit="task", leave=False):
         win, px, start, taken = run_task(controller, seed)
-        outcomes.append((win, px, start, taken))  # printed as it comes: a long run stopped early keeps these
+        tasks[controller].append({"seed": seed, "success": win, "progress_px": round(float(px), 2),
+                                  "start_px": round(float(start), 2), "actions": taken})
         tqdm.write(f"{controller} task {seed}: {'success' if win else 'no success'}, "
                    f"block moved {px:+.1f} px towards the goal")
-    wins, moved, starts, actions = zip(*outcomes, strict=True)
-    results[controller], progress_px[controller] = float(np.mean(wins)), float(np.mean(moved))
+        if args.json:  # after every task: a long run stopped early keeps what it finished
+            save(args.json, {"model": str(args.model), **vars(args), "complete": False, "tasks": tasks})
+    wins = [t["success"] for t in tasks[controller]]
+    results[controller] = float(np.mean(wins))
+    progress_px[controller] = float(np.mean([t["progress_px"] for t in tasks[controller]]))
     intervals[controller] = wilson(sum(wins), args.episodes)
-    tasks[controller] = [{"seed": seed, "success": win, "progress_px": round(float(px), 2),
-                          "start_px": round(float(d), 2), "actions": list(acts)}
-                         for seed, win, px, d, acts in zip(seeds, wins, moved, starts, actions, strict=True)]
     low, high = intervals[controller]
     print(f"{controller:>6}: success {results[controller]:.2f} over {args.episodes} tasks (95% interval "
           f"{low:.2f}–{high:.2f}); block moved {progress_px[controller]:+.1f} px towards the goal on average")
 if args.json:
-    with open(args.json, "w") as f:
-        json.dump({"model": str(args.model), **vars(args), "success_rate": results,
-                   "success_interval_95": intervals, "block_progress_px": progress_px, "tasks": tasks}, f, indent=2)
+    save(args.json, {"model": str(args.model), **vars(args), "complete": True, "success_rate": results,
+                     "success_interval_95": intervals, "block_progress_px": progress_px, "tasks": tasks})

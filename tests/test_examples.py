@@ -77,6 +77,32 @@ def test_plan_push_search_seed_varies_the_planner_not_the_task(model, tmp_path):
     assert [t["actions"] for t in first] != [t["actions"] for t in other]  # ...played with other luck
 
 
+def test_planner_spread_pools_runs(model, tmp_path):
+    for k in (0, 1):  # two runs of the random controller, one of the real planner
+        run("plan_push.py", "--model", str(model), "--episodes", "2", "--steps", "4", "--controllers", "random",
+            "--search-seed", str(k), "--json", f"random{k}.json", cwd=tmp_path)
+    run("plan_push.py", "--model", str(model), "--episodes", "2", "--steps", "4", "--horizon", "2", "--population",
+        "4", "--iterations", "1", "--controllers", "real", "--json", "real.json", cwd=tmp_path)
+    reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("random0", "random1", "real")}
+    assert all(r["complete"] for r in reports.values())
+    out = run("planner_spread.py", "random0.json", "random1.json", "real.json", "--ratio", "random/real",
+              "--target", "0.8", "--out", "s.png", "--json", "s.json", folder="scripts", cwd=tmp_path)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["tasks"] == [20_000, 20_001] and "tasks finished by every run: 2" in out
+    wins = {name: sum(t["success"] for t in next(iter(r["tasks"].values()))) for name, r in reports.items()}
+    assert summary["controllers"]["random"]["runs"] == {"0": wins["random0"], "1": wins["random1"]}
+    real = summary["controllers"]["real"]
+    assert real["runs"] == {"0": wins["real"]} and real["std"] is None  # one run: no spread to report
+    assert (tmp_path / "s.png").stat().st_size > 0
+    partial = reports["real"] | {"complete": False, "tasks": {"real": reports["real"]["tasks"]["real"][:1]}}
+    (tmp_path / "partial.json").write_text(json.dumps(partial))  # a run stopped after its first task
+    out = run("planner_spread.py", "random0.json", "partial.json", folder="scripts", cwd=tmp_path)
+    assert "tasks finished by every run: 1" in out  # counted only over what every run finished
+    (tmp_path / "bad.json").write_text(json.dumps({"success_rate": 0.5}))
+    err = run("planner_spread.py", "bad.json", folder="scripts", cwd=tmp_path, returncode=1)
+    assert "bad.json: not a plan_push.py --json report" in err
+
+
 def test_plan_agreement_script(model, tmp_path):
     out = run("plan_agreement.py", "--model", str(model), "--episodes", "1", "--steps", "2", "--horizon", "2",
               "--population", "4", "--iterations", "1", "--replan-every", "1", "--samples", "2", "--json", "a.json",
