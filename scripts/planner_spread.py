@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tasks finished by every run: {len(summary['tasks'])}")
     for name, c in controllers.items():
         spread = f" ± {c['std']:.1f}" if c["std"] is not None else ""
-        print(f"{name:>6}: {c['mean']:.1f}{spread} successes over {len(c['runs'])} runs "
+        runs = f"{len(c['runs'])} run{'s' if len(c['runs']) > 1 else ''}"
+        print(f"{name:>6}: {c['mean']:.1f}{spread} successes over {runs} "
               f"({', '.join(str(n) for n in c['runs'].values())}); solved in every run {c['solved_in_every_run']}, "
               f"in some run {c['solved_in_some_run']}")
     title, target = "success counts, run by run", None
