@@ -42,11 +42,13 @@ p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=Tr
                help="seed each CEM search with the rest of the previous plan")
 p.add_argument("--json", help="write the success rates and each task's outcome here")
 args = p.parse_args()
+if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+    p.error(f"--json {args.json}: its folder does not exist; create it first, or give a path in an existing one")
 
 wm = worldsim.WorldModel.from_pretrained(args.model)
 task = PushTask.from_arguments(wm.config.height, args)
 vocab = list(PushWorld.vocabulary)
-SEARCH_SEED_STRIDE = 1_000_003  # far apart, so no two (task, search seed) pairs share a stream
+SEARCH_SEED_STRIDE = 1_000_003  # far apart, so runs with different search seeds draw from disjoint seed ranges
 SESSION = {k: v for k, v in (("temperature", args.temperature), ("guidance", args.guidance))
            if v is not None}  # the rest: the model's defaults
 

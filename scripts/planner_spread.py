@@ -19,20 +19,33 @@ from pathlib import Path
 
 import numpy as np
 
+# report fields that differ between runs meant to be pooled; any other difference is worth a warning
+PER_RUN = {"seed", "episodes", "json", "search_seed", "controllers", "complete", "tasks", "success_rate",
+           "success_interval_95", "block_progress_px"}
+
 
 def load_runs(paths: list[Path]) -> dict[tuple[str, int], dict[int, bool]]:
     """{(controller, search seed): {task seed: success}} over every report given."""
     runs: dict[tuple[str, int], dict[int, bool]] = defaultdict(dict)
+    first: dict = {}
     for path in paths:
         try:
             report = json.loads(path.read_text())
-            search_seed, tasks = int(report.get("search_seed", 0)), report["tasks"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            search_seed = int(report.get("search_seed", 0))
+            outcomes = {(c, int(t["seed"])): bool(t["success"]) for c, ts in report["tasks"].items() for t in ts}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             sys.exit(f"{path}: not a plan_push.py --json report ({e!r}); write one with "
                      "`python examples/plan_push.py ... --json FILE`")
-        for controller, outcomes in tasks.items():
-            for t in outcomes:
-                runs[controller, search_seed][int(t["seed"])] = bool(t["success"])
+        settings = {k: v for k, v in report.items() if k not in PER_RUN}
+        differ = sorted(k for k in settings.keys() & first.keys() if settings[k] != first[k])
+        if differ:
+            print(f"warning: {path} differs from the first report in {', '.join(differ)}; pooled anyway",
+                  file=sys.stderr)
+        first = first or settings
+        for (controller, task), success in outcomes.items():
+            runs[controller, search_seed][task] = success
+    if not runs:
+        sys.exit("the reports hold no finished task yet")
     return dict(runs)
 
 

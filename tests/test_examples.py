@@ -75,6 +75,8 @@ def test_plan_push_search_seed_varies_the_planner_not_the_task(model, tmp_path):
     assert [t["seed"] for t in first] == [t["seed"] for t in other] == [20_000, 20_001]
     assert all(len(t["actions"]) == 8 or t["success"] for t in first + other)
     assert [t["actions"] for t in first] != [t["actions"] for t in other]  # ...played with other luck
+    err = run("plan_push.py", "--model", str(model), "--json", "nowhere/r.json", cwd=tmp_path, returncode=2)
+    assert "--json nowhere/r.json: its folder does not exist" in err  # said before any task runs, not after
 
 
 def test_planner_spread_pools_runs(model, tmp_path):
@@ -101,6 +103,9 @@ def test_planner_spread_pools_runs(model, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"success_rate": 0.5}))
     err = run("planner_spread.py", "bad.json", folder="scripts", cwd=tmp_path, returncode=1)
     assert "bad.json: not a plan_push.py --json report" in err
+    (tmp_path / "empty.json").write_text(json.dumps(reports["real"] | {"complete": False, "tasks": {"real": []}}))
+    err = run("planner_spread.py", "empty.json", folder="scripts", cwd=tmp_path, returncode=1)
+    assert "the reports hold no finished task yet" in err
 
 
 def test_plan_agreement_script(model, tmp_path):
