@@ -9,11 +9,13 @@ and the same planner using the real world as its model (the upper bound).
 import argparse
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 import worldsim
+from worldsim.dataset import atomic_write
 from worldsim.envs import PushWorld
 from worldsim.envs.push_task import PushTask, gap, keep_last
 from worldsim.envs.pushworld import detect_objects
@@ -102,12 +104,11 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
 
 
-def save(path: str, report: dict) -> None:
-    """Write the report through a temporary file, so a run stopped mid-write leaves the previous one whole."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, path)
+def save(**report) -> None:
+    """Write the report (with the run's settings) through a temporary file, so a run stopped mid-write leaves the
+    previous one whole."""
+    text = json.dumps({"model": str(args.model), **vars(args), **report}, indent=2)
+    atomic_write(Path(args.json), lambda f: f.write(text.encode()))
 
 
 results, progress_px, intervals, tasks = {}, {}, {}, {}
@@ -121,7 +122,7 @@ for controller in args.controllers.split(","):
         tqdm.write(f"{controller} task {seed}: {'success' if win else 'no success'}, "
                    f"block moved {px:+.1f} px towards the goal")
         if args.json:  # after every task: a long run stopped early keeps what it finished
-            save(args.json, {"model": str(args.model), **vars(args), "complete": False, "tasks": tasks})
+            save(complete=False, tasks=tasks)
     wins = [t["success"] for t in tasks[controller]]
     results[controller] = float(np.mean(wins))
     progress_px[controller] = float(np.mean([t["progress_px"] for t in tasks[controller]]))
@@ -130,5 +131,5 @@ for controller in args.controllers.split(","):
     print(f"{controller:>6}: success {results[controller]:.2f} over {args.episodes} tasks (95% interval "
           f"{low:.2f}–{high:.2f}); block moved {progress_px[controller]:+.1f} px towards the goal on average")
 if args.json:
-    save(args.json, {"model": str(args.model), **vars(args), "complete": True, "success_rate": results,
-                     "success_interval_95": intervals, "block_progress_px": progress_px, "tasks": tasks})
+    save(complete=True, success_rate=results, success_interval_95=intervals, block_progress_px=progress_px,
+         tasks=tasks)

@@ -69,6 +69,11 @@ def summarise(runs: dict[tuple[str, int], dict[int, bool]]) -> dict:
     return summary
 
 
+def runs_label(c: dict) -> str:
+    """"1 run", "20 runs": how many runs a controller's summary pools."""
+    return f"{len(c['runs'])} run{'s' if len(c['runs']) > 1 else ''}"
+
+
 def plot(summary: dict, path: Path, title: str, target: tuple[str, float] | None = None) -> None:
     """One row of dots per controller (a dot per run's count), its mean as a bar; `target` (label, count) as a
     dashed line."""
@@ -87,8 +92,7 @@ def plot(summary: dict, path: Path, title: str, target: tuple[str, float] | None
     if target:
         ax.axvline(target[1], color="grey", ls="--", lw=1)
         ax.text(target[1], len(controllers) - 0.45, f" {target[0]}", color="grey", fontsize=8, va="top")
-    runs = [f"{len(c['runs'])} run{'s' if len(c['runs']) > 1 else ''}" for c in controllers.values()]
-    ax.set_yticks(range(len(controllers)), [f"{n} ({r})" for n, r in zip(controllers, runs, strict=True)])
+    ax.set_yticks(range(len(controllers)), [f"{n} ({runs_label(c)})" for n, c in controllers.items()])
     ax.set_xlabel(f"successes of {len(summary['tasks'])} tasks (bar: mean of the runs)")
     highest = max(max(c["runs"].values()) for c in controllers.values())
     ax.set_xlim(-0.5, min(len(summary["tasks"]), max(highest, target[1] if target else 0) * 1.25 + 2))
@@ -113,8 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tasks finished by every run: {len(summary['tasks'])}")
     for name, c in controllers.items():
         spread = f" ± {c['std']:.1f}" if c["std"] is not None else ""
-        runs = f"{len(c['runs'])} run{'s' if len(c['runs']) > 1 else ''}"
-        print(f"{name:>6}: {c['mean']:.1f}{spread} successes over {runs} "
+        print(f"{name:>6}: {c['mean']:.1f}{spread} successes over {runs_label(c)} "
               f"({', '.join(str(n) for n in c['runs'].values())}); solved in every run {c['solved_in_every_run']}, "
               f"in some run {c['solved_in_some_run']}")
     title, target = "success counts, run by run", None

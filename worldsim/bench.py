@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from . import bench_measure as m
-from .dataset import _atomic_write
+from .dataset import atomic_write
 from .world_model import WorldModel
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     result = bench(model, source=str(args.model), quick=args.quick, threads=args.threads)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
     print(format_table(result))
     print(f"wrote {path}")
     return 0

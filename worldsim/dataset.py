@@ -68,7 +68,7 @@ class Windows:
     starts: np.ndarray
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     """Call `write(file)` on a temporary file next to `path`, then rename it over `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
@@ -150,7 +150,7 @@ class DatasetWriter:
                   "rewards": rewards, "terminated": terminated,
                   "caption": np.array(str(caption), dtype=np.str_)}  # unicode arrays: no pickle needed
         path = self.path / name
-        _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
         self.vocabulary.extend(a for a in dict.fromkeys(actions) if a not in self.vocabulary)
         self.episodes.append({"file": name, "frames": int(len(frames))})
         return path
@@ -164,7 +164,7 @@ class DatasetWriter:
                     "episodes": self.episodes, "episode_count": len(self.episodes),
                     "frame_count": sum(e["frames"] for e in self.episodes), "source": self.source}
         text = json.dumps(manifest, indent=2).encode()
-        _atomic_write(self.path / MANIFEST, lambda f: f.write(text))
+        atomic_write(self.path / MANIFEST, lambda f: f.write(text))
         self.closed = True
         logger.info("wrote %d episodes to %s", len(self.episodes), self.path)
         return self.path
