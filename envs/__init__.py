@@ -15,4 +15,6 @@ if WORLD_MODEL_ID not in registry:
     register(id=WORLD_MODEL_ID, entry_point="worldsim.envs.world_model_env:WorldModelEnv",
              vector_entry_point="worldsim.envs.world_model_vector:WorldModelVectorEnv", max_episode_steps=480)
 
+from . import pushworld_plugin  # noqa: E402, F401  (registers the "pushworld" world once its env id exists)
+
 __all__ = ["PUSHWORLD_ACTIONS", "PUSHWORLD_ID", "WORLD_MODEL_ID", "PushWorld", "detect_objects"]

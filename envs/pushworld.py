@@ -111,6 +111,23 @@ class PushWorld(gym.Env):
         """Centres (x, y) in pixels of the objects drawn in the current frame."""
         return {"agent_pos": _pos(self.agent), "block_pos": _pos(self.block), "goal_pos": _pos(self.goal)}
 
+    def rest(self, x: float, v: float) -> float:
+        """Where the block, at `x` and moving `v` px/step along one axis with the agent out of the way, comes to
+        rest: `step`'s block physics (walls with restitution, friction, the stop speed) run on that axis alone.
+        Scripted policies use it to aim pushes."""
+        low, high = self.lo + self.block_half, self.hi - self.block_half
+        for _ in range(200):
+            if v == 0.0:
+                break
+            x += v
+            if not low <= x <= high:
+                x = min(max(x, low), high)
+                v *= -self.restitution
+            v *= self.friction
+            if abs(v) < self.stop_speed:
+                v = 0.0
+        return x
+
     def action_text(self, action: Any) -> str:
         """The phrase of a valid action in this env's action mode; raises InvalidAction otherwise."""
         if self.action_mode == "text":
