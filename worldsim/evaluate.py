@@ -1,4 +1,4 @@
-"""`worldsim eval`: a world model's quality against the ground-truth PushWorld on held-out seeds (DESIGN §10)."""
+"""`worldsim eval`: a world model's quality against the ground-truth PushWorld on held-out seeds."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def _plausibility(model: WorldModel, clips: list[Clip], real_bpd: np.ndarray, co
 
 
 def _targets(r: dict, horizon: int) -> dict:
-    """The issue's targets, each {value, op, threshold, pass}."""
+    """The quality targets, each {value, op, threshold, pass}."""
     err, base = r[f"position_error_px_k{horizon}"], r[f"copy_baseline_position_error_px_k{horizon}"]
     rows = {f"position_error_px_k{horizon}": (err, "<=", 3.0),
             f"position_error_px_k{horizon}_over_copy_baseline": (err / base if base > 0 else None, "<=", 1 / 3),
@@ -210,7 +210,7 @@ def _check(model: WorldModel, episodes: int, horizon: int, long_horizon: int, co
 def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon: int = 16, long_horizon: int = 480,
              context: int = 2, progress: bool = True, out_png: str | os.PathLike | None = None,
              session: dict[str, Any] | None = None, long_rollouts: int = LONG_ROLLOUTS) -> dict:
-    """Measure `model` against the real PushWorld on held-out seeds (DESIGN §10); deterministic for fixed arguments.
+    """Measure `model` against the real PushWorld on held-out seeds; deterministic for fixed arguments.
 
     Held-out episode i: PushWorld(size=H) reset with world seed `seed + i`, actions from PushWorldPolicy with
     `np.random.default_rng(seed + i)` (pushes, wall contacts, idling); an episode that reaches the goal before its
@@ -256,7 +256,7 @@ def evaluate(model: WorldModel, episodes: int = 32, seed: int = 10_000, horizon:
         - plausibility_detection_rate / plausibility_false_alarm_rate (None when the model has no calibration):
           share of edited frames k, and of all real frames after the first, flagged implausible at the model's
           calibrated threshold (`worldsim.plausibility`).
-        - targets: the issue's targets, each {value, op, threshold, pass}; wall_time_s, frames_per_s (generation
+        - targets: the quality targets, each {value, op, threshold, pass}; wall_time_s, frames_per_s (generation
           only), settings, model summary and checkpoint meta.
     """
     _check(model, episodes, horizon, long_horizon, context, seed, long_rollouts)
