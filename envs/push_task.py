@@ -44,8 +44,8 @@ class PushTask:
         centre, a circle that reaches 3 px beyond the block's sides. "body": within a pixel of touching the block's
         square, the shape PushWorld pushes on. The ring walls off the push spot from an agent walking along the
         block's side (it passes 2 px from the side, inside the ring and not yet within 3 px of the spot), so a
-        spot against a wall, which only that walk reaches, is never reached. "body" is the default since the
-        real-world planner chose it on tasks 40000–40099 (31/100 against 22/100 in 30 steps; README).
+        spot against a wall, which only that walk reaches, is never reached. "body" is the default: it solves more
+        tasks (docs/planning.md).
     """
 
     size: int = 64

@@ -1,13 +1,13 @@
-"""One timed training leg on a rented GPU: record PushWorld in parallel shards, fine-tune candidates side by side
+"""One timed training leg on a GPU machine: record PushWorld in parallel shards, fine-tune candidates side by side
 from a model, export each as fp16 (small enough to copy back).
 
     python scripts/gpu_leg.py --init pushworld-64 --out OUT --budget-minutes 9.0 \\
         --run "G=--frames 64 --batch 64 --ema 0.99" --run "H=--frames 32 --batch 128 --ema 0.99"
 
-(leg 8 of the bundled model: run H, 449 steps in 7.1 minutes on one H100, beside run G; legs 10-11 added
-`--policy pushworld-contacts`). On a machine without the project's dependencies, install them and the project
+(the bundled model's leg 8, whose run H shipped; legs 10-11 added `--policy pushworld-contacts`; the full recipe
+is in docs/model-card.md). On a machine without the project's dependencies, install them and the project
 from carried wheels into a folder on PYTHONPATH and run this script from outside the checkout, so that the
-training subprocesses import the installed package (docs/model-notes.md, "The leg-10 command").
+training subprocesses import the installed package (docs/training.md, "A machine without the dependencies").
 
 Data: `--shards` × `--per-shard` episodes; shard k is `worldsim record ... --seed 1000 + per_shard·k`, so world
 seeds 1000 … 1000 + shards·per_shard − 1 are covered once (the policy's generator differs per shard). Each run is
@@ -119,7 +119,7 @@ def export() -> None:
 
 
 if __name__ == "__main__":
-    if (data / "dataset.json").exists():  # a second leg on the same (still warm) machine reuses the data
+    if (data / "dataset.json").exists():  # a later leg with the same --work folder reuses the data
         print("data: reusing", data, flush=True)
     else:
         record()

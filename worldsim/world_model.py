@@ -60,7 +60,7 @@ class WorldModel:
 
     `import worldsim` turns on flush-to-zero for denormal floats (`torch.set_flush_denormal(True)`, where the CPU
     supports it): values below 1.2e-38 become 0. The bundled model's activations produce such values, and CPUs
-    handle them slowly: `worldsim bench` measured 15.1 frames/s without it and 17.4 with it. Call
+    handle them slowly (docs/benchmarks.md has the figures). Call
     `torch.set_flush_denormal(False)` to undo it.
     """
 
