@@ -31,10 +31,10 @@ def batch_key(session: Session) -> Hashable | None:
     `freeze_prefix`, whose per-session commits a batched pass does not reproduce bit for bit, or best_of > 1)."""
     st = session.state
     if (session.closed or st is None or session.batch_size != 1 or session.reward_fn is not None
-            or session.settings.method != "jacobi" or session.settings.freeze_prefix or session.best_of != 1):
+            or session.sampling.method != "jacobi" or session.sampling.freeze_prefix or session.best_of != 1):
         return None
     c = st.cache
-    return (id(session.net), session.settings, session.denoise_mode, session.context, session.guided,
+    return (id(session.net), session.sampling, session.denoise_mode, session.context, session.guided,
             session._levels is None, session._x_prev is None, st.next_frame, c.length, c.total)
 
 
@@ -56,7 +56,7 @@ def step_together(sessions: Sequence[Session], actions: Sequence[str]) -> list[S
 
 def _step(sessions: list[Session], acts: list[str]) -> list[StepResult]:
     first, b = sessions[0], len(sessions)
-    net, s, cfg = first.net, first.settings, first.cfg
+    net, s, cfg = first.net, first.sampling, first.cfg
     rows = _rows(b, first.guided)
     # Draw in the order a lone step would: the sampling noise first (context="frame" draws again in _observe).
     z = torch.cat([s.temperature * net.noise((1, cfg.tokens_per_frame, cfg.token_dim), x.generator) for x in sessions])

@@ -1,5 +1,5 @@
-"""What each bridge op does, given a checked request: `Ops`, the op handlers of `BridgeServer`, and the session
-table entry they work on."""
+"""What each bridge op does, given a checked request: `Ops`, the op handlers of `BridgeServer` (with the session
+caps and the frame stream), and the session table entry they work on."""
 
 from __future__ import annotations
 
@@ -16,21 +16,25 @@ from worldsim.frames import check_action_count
 from worldsim.session import Session, StepResult
 from worldsim.world_model import WorldModel
 
-from .protocol import PROTOCOL_VERSION, BridgeError, encode
+from .protocol import MAX_ACTION_CHARS, MAX_MESSAGE_CHARS, MAX_TAG_BYTES, PROTOCOL_VERSION, BridgeError, encode
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Entry:
-    """One open session in the server's table: its owner (ZeroMQ identity), stream id and the last reply."""
+    """One open session in the server's table: its owner (ZeroMQ identity), stream id and the last reply (with a
+    digest of the request it answers, so that a reused seq with another request is refused)."""
 
     session: Session
     owner: bytes
     last_used: float
-    stream: str = field(default_factory=lambda: secrets.token_hex(8))  # public id of its PUB topic (not the token)
+    # Its frame-stream topic id: random, told only to the owner, never the token (with a private stream, knowing it
+    # is what lets a subscriber receive the session's frames).
+    stream: str = field(default_factory=lambda: secrets.token_hex(16))
     last_seq: int | None = None
     last_reply: tuple[dict[str, Any], list[np.ndarray]] | None = field(default=None, repr=False)
+    last_digest: bytes = b""
 
 
 class Ops:
@@ -38,7 +42,10 @@ class Ops:
     on one; each returns (result map, reply arrays) or raises BridgeError / WorldSimError."""
 
     model: WorldModel
+    name: str
     sessions: dict[str, Entry]
+    max_sessions: int
+    evict_idle_s: float | None
     max_sessions_per_client: int
     max_frames_per_request: int
     max_message_bytes: int
@@ -49,13 +56,34 @@ class Ops:
     _sizes: dict[int, int]
     _last_create: dict[bytes, tuple[int, dict[str, Any]]]
     _pub: zmq.Socket | None
+    _pub_endpoint: str | None
+    private_stream: bool
 
-    def _new_token(self, identity: bytes, session: Session, rid: int | None) -> dict[str, str]:
+    # ----- session caps -----------------------------------------------------------------------------------------
+    def _admit(self, identity: bytes, rid: int | None) -> None:
+        """Make room for one more session of `identity` (before it is made), or raise 'too_many_sessions' (this
+        client's limit) or 'busy' (the server's). A full server first closes its longest-idle session, if that one has
+        been idle `evict_idle_s`: a flood of new connections cannot hold more than `max_sessions` sessions."""
         held = sum(e.owner == identity for e in self.sessions.values())
         if held >= self.max_sessions_per_client:
-            session.close()
             raise BridgeError("too_many_sessions", f"this client holds {held} sessions; the limit is "
                               f"{self.max_sessions_per_client}. Fix: close sessions you no longer need.", rid)
+        if len(self.sessions) < self.max_sessions:
+            return
+        token, oldest = min(self.sessions.items(), key=lambda kv: kv[1].last_used)
+        idle = time.monotonic() - oldest.last_used
+        if self.evict_idle_s is not None and idle >= self.evict_idle_s:
+            log.info("bridge: %d sessions open (the limit): closing session %s…, idle %.0f s", len(self.sessions),
+                     token[:6], idle)
+            self.sessions.pop(token).session.close()
+            return
+        wait = "" if self.evict_idle_s is None else (f"; the longest-idle one has been idle {idle:.0f} s, and one "
+                                                     f"idle {self.evict_idle_s:g} s makes room")
+        raise BridgeError("busy", f"the server holds {len(self.sessions)} sessions, its limit (max_sessions){wait}. "
+                          "Fix: retry later, and close sessions you no longer need.", rid)
+
+    def _new_token(self, identity: bytes, session: Session) -> dict[str, str]:
+        """Register a session `_admit` made room for; returns its token and stream id."""
         token = secrets.token_hex(16)
         self.sessions[token] = entry = Entry(session, identity, time.monotonic())
         return {"session": token, "stream": entry.stream}
@@ -67,19 +95,27 @@ class Ops:
             if a.ndim == 4 and a.shape[0] > self.max_frames_per_request:
                 raise BridgeError("too_large", f"{what}: {a.shape[0]} frames in one request; at most "
                                   f"{self.max_frames_per_request}. Fix: split the clip.", rid)
+            if a.ndim == 4 and a.shape[0] == 0:
+                raise BridgeError("invalid_frames", f"{what}: the buffer holds 0 frames (shape {list(a.shape)}); "
+                                  "expected at least 1.", rid)
         return [np.array(a) for a in arrays]  # writable copies (torch warns on read-only memory)
 
     # ----- ops without a session ------------------------------------------------------------------------------
     def model_info(self) -> dict[str, Any]:
         cfg = self.model.config
-        return {"protocol": PROTOCOL_VERSION, "model": cfg.name, "height": cfg.height, "width": cfg.width,
-                "fps": cfg.fps, "actions": list(cfg.actions), "likelihood_space": cfg.likelihood_space,
-                "dims_per_frame": int(self.model.net.dims_per_frame),
-                "sampling_defaults": dict(getattr(self.model, "sampling_defaults", {})),
+        stream = None if self._pub_endpoint is None else {
+            "endpoint": self._pub_endpoint, "port": int(self._pub_endpoint.rsplit(":", 1)[1]),
+            "private": self.private_stream}
+        return {"protocol": PROTOCOL_VERSION, "model": cfg.name, "served": self.name, "height": cfg.height,
+                "width": cfg.width, "fps": cfg.fps, "actions": list(cfg.actions),
+                "likelihood_space": cfg.likelihood_space, "dims_per_frame": int(self.model.net.dims_per_frame),
+                "sampling_defaults": dict(getattr(self.model, "sampling_defaults", {})), "frame_stream": stream,
                 "limits": {"max_message_bytes": self.max_message_bytes,
                            "max_sessions_per_client": self.max_sessions_per_client,
+                           "max_sessions": self.max_sessions, "evict_idle_s": self.evict_idle_s,
                            "idle_timeout_s": self.idle_timeout_s,
-                           "max_frames_per_request": self.max_frames_per_request}}
+                           "max_frames_per_request": self.max_frames_per_request,
+                           "max_tag_bytes": MAX_TAG_BYTES, "max_action_chars": MAX_ACTION_CHARS}}
 
     def _op_hello(self, identity, req, args, arrays):
         return self.model_info(), []
@@ -88,7 +124,7 @@ class Ops:
         batching = {"window_ms": self.batch_window_s * 1000, "max_batch": self.max_batch, **self.batching,
                     "sizes": {str(k): v for k, v in sorted(self._sizes.items())}}
         return {**self.model_info(), "sessions": sum(e.owner == identity for e in self.sessions.values()),
-                "batching": batching}, []
+                "server_sessions": len(self.sessions), "batching": batching}, []
 
     def _op_ping(self, identity, req, args, arrays):
         return {"pong": True, "time": time.time()}, []
@@ -97,9 +133,10 @@ class Ops:
         last = self._last_create.get(identity)
         if last is not None and last[0] == req.id and last[1]["session"] in self.sessions:
             return last[1], []  # a retried create returns the session it already made
+        self._admit(identity, req.id)
         # Settings the client left out take the model's recommended ones, as `WorldModel.session` does locally.
         session = self.model.session(batch_size=1, **args.model_dump(exclude_unset=True))
-        result = self._new_token(identity, session, req.id)
+        result = self._new_token(identity, session)
         self._last_create[identity] = (req.id, result)
         return result, []
 
@@ -126,7 +163,6 @@ class Ops:
             last = s.reset(frames=frames, actions=args.actions)
         elif args.prompt is not None:
             last = s.reset(prompt=args.prompt)
-            self._publish(entry, {"step": 1, "action": None, "log_prob": None, "tag": None}, np.asarray(last, np.uint8))
         else:
             raise BridgeError("bad_request", "reset needs a frames buffer (uint8 (t0, H, W, 3)) or args.prompt.")
         return {"frames": len(s.frames)}, [np.asarray(last, np.uint8)]
@@ -137,16 +173,24 @@ class Ops:
         return self._step_reply(entry, args, entry.session.step(args.action))
 
     def _step_reply(self, entry: Entry, args: Any, r: StepResult) -> tuple[dict[str, Any], list[np.ndarray]]:
-        self.batching["steps"] += 1
         result = {"log_prob": float(r.log_prob), "bits_per_dim": float(r.bits_per_dim), "reward": float(r.reward),
                   "terminated": bool(r.terminated), "iterations": int(r.info.get("iterations", 0)),
                   "likelihood_space": str(r.info.get("likelihood_space", "")), "step": len(entry.session.frames)}
         if args.tag is not None:
             result["tag"] = args.tag
-        frame = np.asarray(r.frame, np.uint8)
-        self._publish(entry, {"step": result["step"], "action": args.action, "log_prob": result["log_prob"],
-                              "tag": args.tag}, frame)
-        return result, [frame]
+        return result, [np.asarray(r.frame, np.uint8)]
+
+    # ----- frame stream -------------------------------------------------------------------------------------------
+    def _announce(self, entry: Entry, op: str, args: Any, arrays: list[np.ndarray], result: dict[str, Any],
+                  out: list[np.ndarray]) -> None:
+        """After a session op succeeded and its reply was built: count a step, and publish the frame a `step` or a
+        prompt `reset` generated."""
+        if op == "step":
+            self.batching["steps"] += 1
+            self._publish(entry, {"step": result["step"], "action": args.action, "log_prob": result["log_prob"],
+                                  "tag": args.tag}, out[0])
+        elif op == "reset" and not arrays:
+            self._publish(entry, {"step": 1, "action": None, "log_prob": None, "tag": None}, out[0])
 
     def _publish(self, entry: Entry, info: dict[str, Any], frame: np.ndarray) -> None:
         if self._pub is None:
@@ -154,8 +198,25 @@ class Ops:
         head = {"v": PROTOCOL_VERSION, "stream": entry.stream, "time": time.time(), **info}
         try:
             self._pub.send_multipart([f"frames.{entry.stream}".encode(), *encode(head, [frame])], zmq.NOBLOCK)
-        except zmq.ZMQError as e:
-            log.debug("bridge: frame stream message dropped (%s)", e)
+        except (zmq.ZMQError, BridgeError) as e:  # the stream is for display: a message that cannot go is dropped
+            log.warning("bridge: frame stream message dropped (%s)", e)
+
+    def _subscriptions(self) -> None:
+        """Private stream (XPUB, manual subscriptions): honour a subscription only to the exact topic of an open
+        session, so that a subscriber receives the frames of the sessions whose stream id it was told, and nothing
+        else (a subscription to "frames." or "" gets nothing)."""
+        topics = {f"frames.{e.stream}".encode() for e in self.sessions.values()}
+        while True:
+            try:
+                msg = self._pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01" and msg[1:] in topics:
+                self._pub.setsockopt(zmq.SUBSCRIBE, msg[1:])  # applies to the subscriber this message came from
+            elif msg[:1] == b"\x00":
+                self._pub.setsockopt(zmq.UNSUBSCRIBE, msg[1:])
+            elif msg[:1] == b"\x01":
+                log.info("bridge: frame stream subscription to %r refused (not an open session's topic)", msg[1:40])
 
     def _op_observe(self, entry, args, arrays):
         (frame,) = self._frames(arrays, 1, "observe needs the frame as one uint8 (H, W, 3) buffer")
@@ -163,8 +224,8 @@ class Ops:
         return {"log_prob": float(lp), "step": len(entry.session.frames)}, []
 
     def _op_fork(self, entry, args, arrays):
-        child = entry.session.fork(seed=args.seed)
-        return self._new_token(entry.owner, child, None), []
+        self._admit(entry.owner, None)
+        return self._new_token(entry.owner, entry.session.fork(seed=args.seed)), []
 
     def _op_close(self, entry, args, arrays):
         token = next(t for t, e in self.sessions.items() if e is entry)
@@ -172,10 +233,9 @@ class Ops:
         return {"closed": True}, []
 
     def _op_session_info(self, entry, args, arrays):
-        s, st = entry.session, entry.session.settings
+        s = entry.session
         return {"steps": len(s.frames), "actions": len(s.actions), "reset": s.state is not None,
-                "settings": {"sampler": st.method, "guidance": st.guidance, "temperature": st.temperature,
-                             "tol": st.tol, "freeze_prefix": st.freeze_prefix, "best_of": s.best_of},
+                "settings": s.settings.model_dump(),
                 "last_seq": entry.last_seq, "stream": entry.stream}, []
 
 
@@ -184,4 +244,7 @@ def ok_reply(rid: int, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_reply(rid: int, code: str, message: str) -> dict[str, Any]:
+    """An error reply; a long message (one that quotes a large request) is cut, so the reply always fits."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     return {"v": PROTOCOL_VERSION, "id": rid, "ok": False, "result": None, "error": {"code": code, "message": message}}

@@ -43,5 +43,5 @@ def test_best_of_batches_and_takes_the_same_frame_shape(tiny):
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, True])
 def test_best_of_must_be_a_positive_int(tiny, bad):
-    with pytest.raises(ConfigError, match="best_of must be an int"):
+    with pytest.raises(ConfigError, match=f"best_of={bad!r}: (it must be ≥ 1|expected an int)"):
         tiny.session(best_of=bad)

@@ -164,8 +164,19 @@ def test_bad_session_settings_are_config_errors(tiny):
         tiny.session(denoise="tweedy")
     with pytest.raises(ConfigError, match="batch_size must be an int ≥ 1; received 0"):
         tiny.session(batch_size=0)
-    with pytest.raises(ConfigError, match="temperature > 0"):
+    with pytest.raises(ConfigError, match="temperature=0: it must be > 0"):
         tiny.session(temperature=0)
+    for name, value, match in (("temperature", float("nan"), "temperature=nan: expected a finite number"),
+                               ("tol", float("inf"), "tol=inf: expected a finite number"),
+                               ("guidance", float("nan"), "guidance=nan"), ("chunk", 0, "chunk=0: it must be ≥ 1"),
+                               ("chunk", -1, "chunk=-1: it must be ≥ 1"), ("max_iter", 0, "max_iter=0: it must be ≥ 1"),
+                               ("best_of", True, "best_of=True: expected an int"),
+                               ("temperature", "1", "temperature='1': expected a number")):
+        with pytest.raises(ConfigError, match=match):
+            tiny.session(**{name: value})
+    with pytest.raises(ConfigError, match="unknown session setting 'temprature'.*Did you mean 'temperature'"):
+        tiny.session(temprature=1.0)
+    assert tiny.session(temperature=1).settings.temperature == 1.0  # an int where a float is expected is fine
 
 
 def test_session_basics(tiny):

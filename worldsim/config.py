@@ -6,10 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .actions import ActionSpec
 from .errors import ConfigError, suggest
 
 FORMAT_VERSION = 1
-PUSHWORLD_ACTIONS = ("move up", "move down", "move left", "move right", "stay")
+# The text vocabulary presets start with (training replaces it with the dataset's action spec).
+DEFAULT_ACTIONS = ("move up", "move down", "move left", "move right", "stay")
+PUSHWORLD_ACTIONS = DEFAULT_ACTIONS  # PushWorld's phrases; kept here for older imports
 
 
 class _Frozen(BaseModel):
@@ -68,7 +71,9 @@ class ModelConfig(_Frozen):
     height: int = Field(64, ge=4, description="Frame height in pixels.")
     width: int = Field(64, ge=4, description="Frame width in pixels.")
     fps: int = Field(16, ge=1, description="Frames per second of the world (time step 1/fps).")
-    actions: tuple[str, ...] = Field(PUSHWORLD_ACTIONS, description="Known action vocabulary (free text also encodes).")
+    action_spec: ActionSpec = Field(
+        default_factory=lambda: ActionSpec.text(DEFAULT_ACTIONS),
+        description="What actions are: text phrases (a vocabulary; free text also encodes) or bounded vectors.")
     noise_std: float = Field(0.2, gt=0, description="σ of the Gaussian noise on tokens in training and sampling.")
     soft_clip: float = Field(4.0, gt=0, description="Bound a·tanh(x/a) on the affine heads' shift and log-scale.")
     cond_drop: float = Field(0.1, ge=0, le=1, description="Probability of dropping action/prompt in training (CFG).")
@@ -89,6 +94,11 @@ class ModelConfig(_Frozen):
                 f"{'patch' if self.codec.kind == 'pixels' else 'downsample'} {step}"
             )
         return self
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The text vocabulary (empty for a vector-action model)."""
+        return self.action_spec.vocabulary
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -112,7 +122,10 @@ class ModelConfig(_Frozen):
 
     def merged(self, **update: Any) -> ModelConfig:
         """A validated copy with `update` merged into the dump (nested dicts merge)."""
-        return from_dict(_deep_merge(self.model_dump(), update))
+        base = self.model_dump()
+        if "actions" in update or "action_spec" in update:
+            base.pop("action_spec")  # a new spec replaces the old one whole, never merged into it
+        return from_dict(_deep_merge(base, update))
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -122,7 +135,17 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def _migrate(data: dict) -> dict:
+    """Older configs name the text vocabulary `actions`; it is now `action_spec`. `merged(actions=[...])` too."""
+    if "actions" in data:
+        data = dict(data)
+        vocab = data.pop("actions")
+        data["action_spec"] = {"kind": "text", "vocabulary": list(vocab)}
+    return data
+
+
 def from_dict(data: dict) -> ModelConfig:
+    data = _migrate(data)
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:

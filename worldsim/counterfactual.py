@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidAction
-from .frames import check_action, check_action_count, check_frames
+from .frames import check_action_count, check_frames
 from .sampling import SamplerSettings, invert_deep, invert_local
 
 if TYPE_CHECKING:
@@ -22,14 +22,15 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def counterfactual(wm: WorldModel, clip: np.ndarray, actions: Sequence[str], new_actions: Sequence[str],
+def counterfactual(wm: WorldModel, clip: np.ndarray, actions: Sequence, new_actions: Sequence,
                    from_step: int, prompt: str | None = None, new_prompt: str | None = None,
                    tol: float = 1e-6) -> np.ndarray:
     """The clip as it would have gone under `new_actions` from step `from_step` on.
 
     Args:
         clip: uint8 (T, H, W, 3), the recorded frames.
-        actions: the T-1 actions that were taken (actions[t] leads from frame t to frame t+1).
+        actions: the T-1 actions that were taken (actions[t] leads from frame t to frame t+1): phrases, or float
+            arrays (d,) for a vector-action model.
         new_actions: T-1 actions to replay; those before from_step-1 are ignored (the past is fixed).
         from_step: k in [1, T-1]: frames k … T-1 are regenerated.
         prompt / new_prompt: the scene prompt of the recording and of the replay (default: the same).
@@ -39,10 +40,11 @@ def counterfactual(wm: WorldModel, clip: np.ndarray, actions: Sequence[str], new
     cfg, net = wm.config, wm.net
     clip = check_frames(clip, cfg.height, cfg.width, "clip", ndim=(4,))
     t = clip.shape[0]
+    checked = []
     for name, acts in (("actions", actions), ("new_actions", new_actions)):
         check_action_count(acts, t, name)
-        for a in acts:
-            check_action(a, wm.vocabulary, strict=False)
+        checked.append(wm.action_spec.check_many(acts, strict=False, what=name))
+    actions, new_actions = checked
     if not 1 <= from_step <= t - 1:
         raise InvalidAction(f"from_step={from_step} is out of range for a clip of {t} frames; expected 1 … {t - 1} "
                             "(frame 0 cannot be replayed: no action leads to it).")

@@ -76,10 +76,12 @@ def _world_frames(size: tuple[int, int], actions: list[str], seed: int) -> np.nd
 
 
 def _observed_bits(wm: WorldModel, real: np.ndarray, actions: list[str], seed: int) -> np.ndarray:
-    """Bits/dim of real frames 1..T fed to a session one by one: (T,), comparable to the imagined frames' figures.
+    """Bits/dim of real frames 1..T fed to a session one by one: (T,).
 
-    Both are log-likelihoods of σ-noised tokens (sampled, or real plus seeded noise); the KV cache keeps the cost
-    linear in T, where `wm.score` over a long clip grows quadratically.
+    Each is the log-likelihood of the real frame's tokens plus seeded σ noise, given the real past. The imagined
+    frames' figures are those of the model's own samples, which a model finds likelier than real data (all the
+    more below temperature 1), so the two curves differ in level by construction; each is read over time. The KV
+    cache keeps the cost linear in T, where `wm.score` over a long clip grows quadratically.
     """
     dims = wm.config.tokens_per_frame * wm.config.token_dim
     with wm.session(seed=seed) as s:
@@ -126,11 +128,15 @@ def _write_filmstrip(path: Path, imagined: np.ndarray, real: np.ndarray, bits: n
                 ax.set_ylabel(label, fontsize=8)
     ax = fig.add_subplot(grid[2, :])
     steps = np.arange(1, len(bits) + 1)
-    ax.plot(steps, bits, marker=".", label="imagined (sampled tokens)")
-    ax.plot(steps, real_bits, marker=".", label="real (observed, σ-noised tokens)")
+    ax.plot(steps, bits, marker=".", label="imagined: the model's own sampled tokens")
+    ax.plot(steps, real_bits, marker=".", label="real: the real frame's tokens + σ noise, given the real past")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("frame", fontsize=8)
-    ax.set_ylabel(f"{'latent' if space == 'latents' else 'pixel'} bits/dim", fontsize=8)
+    ax.set_ylabel(f"{'latent' if space == 'latents' else 'pixel'} bits/dim\n(lower: likelier)", fontsize=8)
+    # the two curves are not one quantity: a model always finds its own samples likelier than real data
+    ax.set_title("Per-frame log-likelihood under the model. The curves differ in level by construction: a model "
+                 "finds its own samples likelier than real frames (more so below temperature 1). Read each curve "
+                 "over time: a spike is a surprising frame.", fontsize=7, loc="left", wrap=True)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)

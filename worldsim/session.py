@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from .actions import Action
 from .denoise import denoise
-from .errors import ConfigError, InvalidAction, SessionStateError, suggest
-from .frames import check_action, check_action_count, check_frames
+from .errors import ConfigError, InvalidAction, InvalidFrames, SessionStateError
+from .frames import check_action_count, check_frames
 from .model.cache import DeepState
 from .model.flow import LN2
 from .sampling import SamplerSettings, sample_best_of, sample_frame
+from .settings import SessionSettings
 
 if TYPE_CHECKING:
     from .world_model import WorldModel
@@ -39,61 +41,41 @@ class Session:
     Args:
         seed: seeds the session's generator (sampling noise and the noise added to observed frames).
         batch_size: B parallel worlds in one forward pass; with B > 1 every call takes and returns a leading B.
-        sampler: "jacobi" (fast, default) or "sequential" (exact token-by-token reference).
-        guidance: classifier-free guidance weight on actions/prompt (0 = plain conditional sampling).
-        temperature: scale of the sampling noise z.
-        tol, max_iter, chunk: Jacobi tolerance (max |Δ|), iteration cap and chunk length in tokens.
-        freeze_prefix: Jacobi commits a chunk's converged prefix after each pass and iterates only on the rest (about
-            20% less time per frame on the bundled model, same output within tol; see `SamplerSettings`).
-        denoise: "learned" (causal denoiser), "tweedie" (autograd through the flow), or "none".
-        context: what a generated frame leaves in the context: "sample" (the sampled noisy tokens, as DESIGN §4
-            says) or "frame" (the shown frame re-encoded with fresh σ noise, like `observe`: the noise of one
-            step cannot carry into the next; costs one extra parallel pass per frame).
-        strict_actions: reject actions outside the model's vocabulary (with a suggestion).
-        reward_fn: optional f(frame uint8 (H, W, 3), action str) -> float replacing the reward head.
-        best_of: draw this many candidates of every frame (in one batched pass) and keep the one the model finds
-            likeliest (exact log p), at about best_of× the compute. 1: plain sampling. (A mode-seeking knob like a
-            lower temperature; on the bundled model it did not stop the block from fading on the goal, README.)
+        settings: a `SessionSettings` (sampler, guidance, temperature, Jacobi tol/max_iter/chunk, denoise, context,
+            strict_actions, freeze_prefix, best_of); keywords in `values` build or change it, each validated.
+        reward_fn: optional f(frame uint8 (H, W, 3), action) -> float replacing the reward head.
     """
 
-    def __init__(self, model: WorldModel, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi",
-                 guidance: float = 0.0, temperature: float = 1.0, tol: float = 1e-4, max_iter: int | None = None,
-                 chunk: int | None = None, denoise: str = "learned", context: str = "sample",
-                 strict_actions: bool = True, reward_fn: Callable[[np.ndarray, str], float] | None = None,
-                 freeze_prefix: bool = False, best_of: int = 1) -> None:
-        for name, value, allowed in (("sampler", sampler, ("jacobi", "sequential")),
-                                     ("denoise", denoise, ("learned", "tweedie", "none")),
-                                     ("context", context, ("sample", "frame"))):
-            if value not in allowed:
-                raise ConfigError(f"{name}={value!r} is not supported; expected one of {list(allowed)}."
-                                  f"{suggest(str(value), allowed)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+    def __init__(self, model: WorldModel, seed: int = 0, batch_size: int = 1,
+                 settings: SessionSettings | None = None,
+                 reward_fn: Callable[[np.ndarray, Any], float] | None = None, **values: Any) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an int ≥ 1; received {batch_size!r}.")
-        if not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < 1:
-            raise ConfigError(f"best_of must be an int ≥ 1 (candidates per frame); received {best_of!r}.")
-        if guidance < 0 or temperature <= 0 or tol <= 0:
-            raise ConfigError(f"need guidance ≥ 0, temperature > 0 and tol > 0; received guidance={guidance}, "
-                              f"temperature={temperature}, tol={tol}.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"seed must be an int; received {type(seed).__name__} {seed!r}.")
+        base = settings if settings is not None else SessionSettings()
+        self.settings: SessionSettings = base.replace(**values) if values else base
+        self.sampling: SamplerSettings = self.settings.sampler_settings()
         self.model, self.net, self.cfg = model, model.net, model.config
         self.batch_size = batch_size
-        self.settings = SamplerSettings(sampler, tol, max_iter, chunk, guidance, temperature, freeze_prefix)
-        self.denoise_mode = denoise if (denoise != "learned" or self.net.denoiser is not None) else "tweedie"
-        self.strict_actions = strict_actions
-        self.context = context
+        learned = self.settings.denoise == "learned" and self.net.denoiser is None
+        self.denoise_mode = "tweedie" if learned else self.settings.denoise
+        self.strict_actions = self.settings.strict_actions
+        self.context = self.settings.context
         self.reward_fn = reward_fn
-        self.best_of = best_of
-        self.generator = torch.Generator().manual_seed(seed)
+        self.best_of = self.settings.best_of
+        self.generator = torch.Generator().manual_seed(int(seed))
         self.state: DeepState | None = None
         self.closed = False
         self.frames: list[np.ndarray] = []  # (B, H, W, 3) per step, as shown to the user
-        self.actions: list[list[str | None]] = []  # B actions per transition
+        self.actions: list[list[Action | None]] = []  # B actions per transition
         self._x_prev: torch.Tensor | None = None  # noisy tokens of the last frame (B, N, D)
         self._levels: list[torch.Tensor] | None = None  # local-block values of the last frame (warm start)
 
     # ----- helpers ------------------------------------------------------------------------------------------
     @property
     def guided(self) -> bool:
-        return self.settings.guidance > 0
+        return self.sampling.guidance > 0
 
     def _check_open(self, need_reset: bool) -> None:
         if self.closed:
@@ -106,6 +88,8 @@ class Session:
     def _batch(self, value: Any, what: str) -> list:
         if self.batch_size == 1:
             return [value]
+        if isinstance(value, np.ndarray) and self.model.action_spec.is_vector and value.ndim == 2:
+            value = list(value)  # (B, d) vector actions
         if not isinstance(value, (list, tuple)) or len(value) != self.batch_size:
             got = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
             raise InvalidAction(f"{what}: this session has batch_size={self.batch_size}; expected a list of "
@@ -119,15 +103,16 @@ class Session:
         """Action embeddings (B, d), doubled to [cond; null] (2B, d) when guided."""
         emb = self.net.action_embeddings([[a] for a in actions])[:, 0]
         if self.guided:
-            emb = torch.cat([emb, self.net.text.null_action.expand_as(emb)])
+            emb = torch.cat([emb, self.net.null_action.expand_as(emb)])
         return emb
 
     def _dup(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x]) if self.guided else x
 
-    def _actions(self, action: Any) -> list[str]:
-        vocab = self.model.vocabulary
-        return [check_action(a, vocab, self.strict_actions) for a in self._batch(action, "action")]
+    def _actions(self, action: Any, what: str = "action") -> list[Action]:
+        """B checked actions: phrases (strict: from the vocabulary) or float32 (d,) vectors in the spec's box."""
+        spec = self.model.action_spec
+        return [spec.check(a, self.strict_actions, what) for a in self._batch(action, what)]
 
     # ----- public API ---------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -151,20 +136,24 @@ class Session:
         layout = (4,) if self.batch_size == 1 else (5,)
         frames = check_frames(frames, self.cfg.height, self.cfg.width, "frames", ndim=layout)
         clips = frames[None] if self.batch_size == 1 else frames
+        if clips.shape[1] == 0:
+            raise InvalidFrames(f"reset received frames of shape {frames.shape}, with no frames; expected at least "
+                                "one real frame (or reset(prompt=...) to imagine frame 0).")
         if actions is not None:
             check_action_count(actions, clips.shape[1], "actions between the reset frames")
         acts = actions if actions is not None else [None if self.batch_size == 1 else [None] * self.batch_size
                                                      for _ in range(clips.shape[1] - 1)]
-        vocab = self.model.vocabulary
+        spec = self.model.action_spec
         for i in range(clips.shape[1]):
-            step = None if i == 0 else [None if a is None else check_action(a, vocab, self.strict_actions)
+            step = None if i == 0 else [None if a is None else spec.check(a, self.strict_actions, "actions")
                                         for a in self._batch(acts[i - 1], "actions")]
             self._observe(clips[:, i], step, first=i == 0)
         return self._unbatch(self.frames[-1])
 
     @torch.no_grad()
-    def step(self, action: str | Sequence[str]) -> StepResult:
-        """Imagine the next frame after `action` (a text action, or B of them)."""
+    def step(self, action: Action | Sequence[Action]) -> StepResult:
+        """Imagine the next frame after `action`: a phrase (text model) or a float array (d,) (vector model); with
+        batch_size B, a list of B of them (or a (B, d) array)."""
         self._check_open(need_reset=True)
         acts = self._actions(action)
         return self._generate(self._cond(acts), acts, record_action=True)
@@ -205,7 +194,6 @@ class Session:
         child._levels = None if self._levels is None else [rep(t) for t in self._levels]
         child.frames = [np.repeat(f, k // self.batch_size, axis=0) for f in self.frames]
         child.actions = [list(a) * (k // self.batch_size) for a in self.actions]
-        child.settings = replace(self.settings)
         return child
 
     def close(self) -> None:
@@ -238,7 +226,7 @@ class Session:
         return out.log_prob[:b, 0].cpu().numpy()
 
     def _generate(self, cond: torch.Tensor, acts: list[str | None], record_action: bool) -> StepResult:
-        net, b, s = self.net, self.batch_size, self.settings
+        net, b, s = self.net, self.batch_size, self.sampling
         k = self.best_of
         z = s.temperature * net.noise((b * k, self.cfg.tokens_per_frame, self.cfg.token_dim), self.generator)
         before = self.state.clone() if self.denoise_mode == "tweedie" else None
@@ -267,3 +255,25 @@ class Session:
         return StepResult(self._unbatch(frames), self._unbatch(lp), self._unbatch(bpd), self._unbatch(reward),
                           self._unbatch(term > 0.5), {"iterations": sample.iterations,
                                                       "likelihood_space": self.cfg.likelihood_space})
+
+    # ----- roll-back ------------------------------------------------------------------------------------------
+    def snapshot(self) -> object:
+        """An opaque copy of everything a call can change (context, generator, history), for `restore`; a server
+        takes one before each step and rolls the session back with it when the step fails. Costs one copy of
+        the KV cache (it is changed in place: written, and compacted when old frames leave the window)."""
+        saved = dict(self.__dict__)
+        saved["state"] = None if self.state is None else self.state.clone()
+        saved["frames"], saved["actions"] = list(self.frames), list(self.actions)
+        saved["_levels"] = None if self._levels is None else list(self._levels)
+        return saved, self.generator.get_state()
+
+    def restore(self, snapshot: object) -> None:
+        """Put the session back as it was when `snapshot = self.snapshot()` was taken; a snapshot can be restored
+        more than once. Later steps give what they would have given from that point (same frames, same noise)."""
+        saved, generator_state = snapshot
+        self.__dict__.clear()
+        self.__dict__.update(saved)
+        self.state = None if saved["state"] is None else saved["state"].clone()
+        self.frames, self.actions = list(saved["frames"]), list(saved["actions"])
+        self._levels = None if saved["_levels"] is None else list(saved["_levels"])
+        self.generator.set_state(generator_state)

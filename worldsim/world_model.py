@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from .actions import ActionSpec
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .config import ModelConfig, preset
-from .errors import CheckpointError, InvalidAction, suggest
-from .frames import check_action, check_action_count, check_frames
+from .config import PRESETS, ModelConfig, preset
+from .counterfactual import counterfactual
+from .errors import CheckpointError, ConfigError, InvalidAction, InvalidFrames, suggest
+from .frames import check_action_count, check_frames
 from .model.flow import LN2, FlowNet
 from .plausibility import META_KEY, Calibration, Verdict, judge, surprise_z
+from .session import Session
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 SAMPLING_KEY = "sampling"  # meta.json: recommended Session settings
+MAX_SCORE_FRAMES = 4096  # frames one `score` call takes (B·T); bounds its memory
 
 
 def bundled_models() -> list[str]:
@@ -74,8 +79,25 @@ class WorldModel:
     def from_config(cls, config: str | ModelConfig, seed: int = 0) -> WorldModel:
         """A freshly initialised model from a preset name ('tiny', 'small', …) or a ModelConfig."""
         cfg = preset(config) if isinstance(config, str) else config
-        torch.manual_seed(seed)
-        return cls(FlowNet(cfg), meta={"trained": False, "init_seed": seed})
+        with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's global RNG
+            torch.manual_seed(seed)
+            net = FlowNet(cfg)
+        return cls(net, meta={"trained": False, "init_seed": seed})
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike | WorldModel, seed: int = 0) -> WorldModel:
+        """The one loader behind every `--model`: a WorldModel (returned as is), a bundled name, a checkpoint
+        directory, or a preset name ('tiny', 'small', …: a freshly initialised, untrained model; meta says so)."""
+        if isinstance(name_or_path, WorldModel):
+            return name_or_path
+        if isinstance(name_or_path, str) and name_or_path in PRESETS and not Path(name_or_path).exists():
+            return cls.from_config(name_or_path, seed=seed)
+        return cls.from_pretrained(name_or_path)
+
+    @property
+    def trained(self) -> bool:
+        """False for a model made from a config (untrained weights)."""
+        return self.meta.get("trained", True) is not False
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike) -> WorldModel:
@@ -106,13 +128,26 @@ class WorldModel:
     # ----- likelihood ---------------------------------------------------------------------------------------
     @property
     def vocabulary(self) -> tuple[str, ...]:
+        """The text actions the model knows (empty for a vector-action model)."""
         return self.config.actions
 
-    def _clips(self, clip: np.ndarray, actions, prompt):
+    @property
+    def action_spec(self) -> ActionSpec:
+        """What this model's actions are: text phrases or bounded vectors (`ActionSpec`)."""
+        return self.config.action_spec
+
+    def _clips(self, clip: np.ndarray, actions, prompt, strict_actions: bool):
         clip = check_frames(clip, self.config.height, self.config.width, "clip")
         batched = clip.ndim == 5
         clips = clip if batched else clip[None]
         b, t = clips.shape[:2]
+        if t == 0:
+            raise InvalidFrames("clip has no frames (shape (0, H, W, 3)); score needs at least one frame.")
+        if b * t > MAX_SCORE_FRAMES:
+            raise InvalidFrames(
+                f"clip has {b * t} frames; score takes at most {MAX_SCORE_FRAMES} per call (memory grows with the "
+                "frames scored). Fix: score it in parts of at most that many frames, each part starting with the "
+                "last frames of the one before as context.")
         if actions is None:
             rows = [[None] * (t - 1) for _ in range(b)]
         else:
@@ -122,27 +157,33 @@ class WorldModel:
                     f"actions, one list per clip: received {len(rows)} lists for a batch of {b} clips. "
                     "Fix: pass actions=[[...], ...] with one list of T-1 actions per clip."
                 )
+            spec = self.action_spec
             for row in rows:
                 check_action_count(row, t)
-                for a in row:
-                    check_action(a, self.vocabulary, strict=False)
+            rows = [[spec.check(a, strict_actions, "actions") for a in row] for row in rows]
         prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt] * b
         return clips, rows, prompts, batched
 
     @torch.no_grad()
-    def score(self, clip: np.ndarray, actions: list | None = None, prompt: str | list[str] | None = None,
-              noise_draws: int = 0, seed: int = 0, progress: bool = False) -> ScoreReport:
+    def score(self, clip: np.ndarray, actions: Sequence | None = None, prompt: str | list[str] | None = None,
+              noise_draws: int = 0, seed: int = 0, progress: bool = False, strict_actions: bool = True
+              ) -> ScoreReport:
         """Exact per-frame log-likelihood of a clip in one parallel pass.
 
         Args:
             clip: uint8 (T, H, W, 3) or (B, T, H, W, 3).
-            actions: T-1 text actions (or B lists); None scores without actions (null embedding).
+            actions: T-1 actions (or B lists): phrases for a text model, float arrays (d,) (or a (T-1, d) array)
+                for a vector model; None scores without actions (null embedding).
             prompt: an optional scene prompt (or B prompts).
             noise_draws: 0 (default) evaluates the density at the clean tokens, deterministic; k > 0 averages
                 the log-likelihood over k seeded draws of the training noise σ.
             progress: a tqdm bar over the model's time windows (shown only when stderr is a terminal).
+            strict_actions: refuse text actions outside the vocabulary (False: free text is encoded).
+        Clips of more than MAX_SCORE_FRAMES frames in all are refused (InvalidFrames); score them in parts.
         """
-        clips, rows, prompts, batched = self._clips(clip, actions, prompt)
+        if not isinstance(noise_draws, int) or isinstance(noise_draws, bool) or noise_draws < 0:
+            raise ConfigError(f"noise_draws must be an int ≥ 0 (0: the clean tokens); received {noise_draws!r}.")
+        clips, rows, prompts, batched = self._clips(clip, actions, prompt, strict_actions)
         net = self.net
         b, t = clips.shape[:2]
         x = net.encode_frames(torch.from_numpy(np.ascontiguousarray(clips)))
@@ -186,13 +227,11 @@ class WorldModel:
         outs = [net(x[:, a : a + w], cond[:, a : a + w], state) for a in bar]
         return torch.cat([o.log_prob for o in outs], 1), torch.cat([o.token_log_prob for o in outs], 1)
 
-    def counterfactual(self, clip: np.ndarray, actions: list[str], new_actions: list[str], from_step: int,
+    def counterfactual(self, clip: np.ndarray, actions: Sequence, new_actions: Sequence, from_step: int,
                        prompt: str | None = None, new_prompt: str | None = None) -> np.ndarray:
         """Replay a recorded clip's exact noise under other actions from `from_step` on ("what if?").
 
         See `worldsim.counterfactual.counterfactual`; returns uint8 (T, H, W, 3)."""
-        from .counterfactual import counterfactual
-
         return counterfactual(self, clip, actions, new_actions, from_step, prompt, new_prompt)
 
     @property
@@ -204,8 +243,6 @@ class WorldModel:
     def session(self, seed: int = 0, batch_size: int = 1, sampler: str = "jacobi", **settings: Any):
         """A stateful session (see `worldsim.session.Session` for the settings; unset ones take the checkpoint's
         `sampling_defaults`)."""
-        from .session import Session
-
         return Session(self, seed=seed, batch_size=batch_size, sampler=sampler,
                        **{**self.sampling_defaults, **settings})
 

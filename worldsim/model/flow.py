@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -19,6 +21,7 @@ from .deep import DeepBlock
 from .denoiser import Denoiser
 from .local import ChannelMix, LocalBlock
 from .text import TextEncoder
+from .vector_actions import VectorActionEncoder
 
 LOG_2PI = math.log(2 * math.pi)
 LN2 = math.log(2.0)  # nats → bits
@@ -41,7 +44,8 @@ class FlowNet(nn.Module):
         self.mix = ChannelMix(cfg.token_dim) if cfg.codec.kind == "pixels" and cfg.codec.channel_mix else None
         self.local = nn.ModuleList(LocalBlock(cfg, reverse=k % 2 == 1) for k in range(cfg.local.blocks))
         self.deep = DeepBlock(cfg)
-        self.text = TextEncoder(cfg)
+        self.text = TextEncoder(cfg)  # prompts, and actions of a text-action model
+        self.vector_actions = VectorActionEncoder(cfg) if cfg.action_spec.is_vector else None
         self.denoiser = Denoiser(cfg) if cfg.denoiser.enabled else None
 
     @property
@@ -68,16 +72,42 @@ class FlowNet(nn.Module):
         return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 1, 3, 4, 2)
 
     # ----- conditioning -------------------------------------------------------------------------------------
-    def action_embeddings(self, actions: list[list[str | None]]) -> Tensor:
-        """B lists of T texts (None = no action / unknown) → (B, T, d).
+    @property
+    def null_action(self) -> Tensor:
+        """(d,) the learned "no action" embedding (guidance's unconditional branch)."""
+        return self.text.null_action if self.vector_actions is None else self.vector_actions.null_action
 
-        Each distinct text is encoded once, on its own, so its embedding never depends on the other texts.
+    def action_embeddings(self, actions: list[list[Any]]) -> Tensor:
+        """B lists of T actions (None = no action) → (B, T, d).
+
+        Text: each distinct phrase is encoded once, on its own, so its embedding never depends on the others.
+        Vector: each action is a float array (dim,) in the spec's box (validated by the caller), normalised here.
         """
+        null = self.null_action
+        if self.vector_actions is not None:
+            return self._vector_embeddings(actions, null)
         unique = sorted({a for row in actions for a in row if a is not None})
         table = {a: self.text.actions([a])[0] for a in unique}
-        rows = [torch.stack([table[a] if a is not None else self.text.null_action for a in row])
-                if row else self.text.null_action.new_zeros(0, self.text.null_action.shape[0]) for row in actions]
+        rows = [torch.stack([table[a] if a is not None else null for a in row])
+                if row else null.new_zeros(0, null.shape[0]) for row in actions]
         return torch.stack(rows)
+
+    def _vector_embeddings(self, actions: list[list[Any]], null: Tensor) -> Tensor:
+        spec, dim = self.cfg.action_spec, self.cfg.action_spec.dim
+        b, t = len(actions), max((len(row) for row in actions), default=0)
+        if any(len(row) != t for row in actions):
+            raise ValueError("every row of vector actions needs the same length")
+        values = np.zeros((b, t, dim), np.float32)
+        given = np.zeros((b, t), bool)
+        for i, row in enumerate(actions):
+            for j, a in enumerate(row):
+                if a is not None:
+                    values[i, j], given[i, j] = a, True
+        out = null.expand(b, t, null.shape[0]).clone()
+        if given.any():
+            unit = torch.from_numpy(spec.normalise(values[given])).to(null.device)
+            out[torch.from_numpy(given).to(null.device)] = self.vector_actions(unit)
+        return out
 
     def prompt_embeddings(self, prompts: list[str | None]) -> Tensor:
         """B prompts (None = no prompt) → (B, P, d)."""
