@@ -26,7 +26,7 @@ def save_state(path: Path, net: FlowNet, ema: dict[str, torch.Tensor], opt: torc
 
 def load_state(path: Path, net: FlowNet) -> tuple[dict, dict, dict, dict[str, Any]]:
     """Load OUT/state into `net`; returns (model state, EMA state, optimiser state dict, meta)."""
-    _, tensors, meta = load_checkpoint(path)
+    _, tensors, meta = load_checkpoint(path, prefix="model.")
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     load_weights(net, model, str(path))
     ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
