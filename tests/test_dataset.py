@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from worldsim.actions import ActionSpec
 from worldsim.dataset import Dataset, DatasetWriter, Episode, WindowLoader
 from worldsim.errors import DatasetError
 
@@ -35,12 +36,14 @@ def write(path: Path, lengths=(5, 3, 9)) -> Path:
 def test_round_trip(tmp_path):
     ds = Dataset(write(tmp_path / "ds"))
     manifest = json.loads((tmp_path / "ds" / "dataset.json").read_text())
-    assert manifest["format"] == "worldsim-dataset" and manifest["format_version"] == 1
+    assert manifest["format"] == "worldsim-dataset" and manifest["format_version"] == 2
+    assert manifest["action_spec"]["kind"] == "text" and manifest["action_spec"]["vocabulary"] == manifest["actions"]
     assert manifest["episode_count"] == 3 and manifest["frame_count"] == 6 + 4 + 10
     assert manifest["episodes"][0] == {"file": "ep_000000.npz", "frames": 6}
     assert manifest["source"] == {"test": True}
     assert len(ds) == 3 and ds.frame_size == (H, W) and ds.fps == 16
     assert ds.vocabulary == ["left", "right", "jump"]  # known vocabulary first, then first appearance
+    assert ds.action_spec == ActionSpec.text(["left", "right", "jump"]) and not ds.is_vector
     for i, t in enumerate((5, 3, 9)):
         ep, ref = ds.episode(i), episode(t, seed=i)
         assert isinstance(ep, Episode) and len(ep) == t + 1
@@ -155,9 +158,115 @@ def test_wrong_format(tmp_path):
 
 
 def test_wrong_version(tmp_path):
-    rewrite_manifest(write(tmp_path), format_version=2)
-    with pytest.raises(DatasetError, match="format_version 2; this worldsim reads version 1"):
+    rewrite_manifest(write(tmp_path), format_version=99)
+    with pytest.raises(DatasetError, match=r"format_version 99; this worldsim reads versions \[1, 2\]"):
         Dataset(tmp_path)
+
+
+def test_version_1_dataset_still_reads_as_text(tmp_path):
+    write(tmp_path)
+    manifest = json.loads((tmp_path / "dataset.json").read_text())
+    del manifest["action_spec"]
+    (tmp_path / "dataset.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    ds = Dataset(tmp_path)
+    assert ds.action_spec == ActionSpec.text(["left", "right", "jump"]) and ds.episode(2).actions[-1] == "jump"
+    rewrite_manifest(tmp_path, format_version=2)  # version 2 must name its actions
+    with pytest.raises(DatasetError, match="lacks the key 'action_spec'"):
+        Dataset(tmp_path)
+
+
+def test_manifest_action_spec_errors(tmp_path):
+    rewrite_manifest(write(tmp_path), action_spec={"kind": "vector", "dim": 2, "low": [0, 0], "high": [0, 1]})
+    with pytest.raises(DatasetError, match="'action_spec' is not a valid action spec.*low < high"):
+        Dataset(tmp_path)
+    rewrite_manifest(tmp_path, action_spec=ActionSpec.text(["left"]).model_dump(mode="json"))
+    with pytest.raises(DatasetError, match=r"'action_spec' lists \['left'\] but 'actions' lists"):
+        Dataset(tmp_path)
+
+
+def test_check_vocabulary_lists_the_phrases_a_model_lacks(tmp_path):
+    ds = Dataset(write(tmp_path / "ds"))
+    ds.check_vocabulary(["jump", "right", "left", "stay"])
+    with pytest.raises(DatasetError, match=r"2 action phrase\(s\) that the model's vocabulary lacks: "
+                                           r"\['right', 'jump'\]"):
+        ds.check_vocabulary(["left"])
+    vector = Dataset(write_vector(tmp_path / "v"))
+    with pytest.raises(DatasetError, match="holds vector actions"):
+        vector.check_vocabulary(["left"])
+
+
+# -- vector actions ----------------------------------------------------------------------------
+
+SPEC = ActionSpec.vector([-1.0, 0.0], [1.0, 5.0])
+
+
+def vector_actions(t: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.uniform(-1, 1, t), rng.uniform(0, 5, t)], axis=1)
+
+
+def write_vector(path: Path, lengths=(5, 3, 9)) -> Path:
+    with DatasetWriter(path, H, W, fps=30, source={"test": True}, action_spec=SPEC) as writer:
+        for i, t in enumerate(lengths):
+            writer.add_episode(**{**episode(t, seed=i), "actions": vector_actions(t, seed=i)})
+    return path
+
+
+def test_vector_round_trip_and_windows(tmp_path):
+    ds = Dataset(write_vector(tmp_path / "ds"))
+    manifest = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert manifest["actions"] == [] and manifest["action_spec"] == SPEC.model_dump(mode="json")
+    assert ds.action_spec == SPEC and ds.is_vector and ds.vocabulary == []
+    for i, t in enumerate((5, 3, 9)):
+        ep = ds.episode(i)
+        assert isinstance(ep.actions, np.ndarray) and ep.actions.dtype == np.float32 and ep.actions.shape == (t, 2)
+        assert np.array_equal(ep.actions, vector_actions(t, seed=i).astype(np.float32))
+    with np.load(tmp_path / "ds" / "ep_000000.npz", allow_pickle=False) as npz:
+        assert npz["actions"].dtype == np.float32 and npz["actions"].shape == (5, 2)
+    win = ds.sample_windows(6, 4, np.random.default_rng(3))
+    assert isinstance(win.actions, np.ndarray) and win.actions.shape == (6, 3, 2) and win.actions.dtype == np.float32
+    for k in range(6):
+        s = int(win.starts[k])
+        assert np.array_equal(win.actions[k], ds.episode(int(win.episodes[k])).actions[s:s + 3])
+    assert Dataset(tmp_path / "ds", cache=False).episode(1).actions.shape == (3, 2)
+
+
+def test_bad_vector_actions_are_dataset_errors(tmp_path):
+    writer = DatasetWriter(tmp_path / "ds", H, W, 16, action_spec=SPEC)
+    ep = episode(3)
+    good = vector_actions(3)
+    with pytest.raises(DatasetError, match=r"episode ep_000000\.npz: vector actions have shape \(3, 3\); "
+                                           r"expected \(T, 2\)"):
+        writer.add_episode(**{**ep, "actions": np.zeros((3, 3))})
+    nan = good.copy()
+    nan[1, 0] = np.nan
+    with pytest.raises(DatasetError, match=r"ep_000000\.npz: the action at step 1 is \[nan, .*finite"):
+        writer.add_episode(**{**ep, "actions": nan})
+    high = good.copy()
+    high[2, 1] = 7.5
+    with pytest.raises(DatasetError, match=r"action at step 2 is .*component 1 = 7\.5 is outside its bounds \[0, 5\]"):
+        writer.add_episode(**{**ep, "actions": high})
+    with pytest.raises(DatasetError, match="holds vector actions .*received the text 'left'"):
+        writer.add_episode(**ep)
+    with pytest.raises(DatasetError, match="2 actions for 4 frames"):
+        writer.add_episode(**{**ep, "actions": good[:2]})
+    writer.add_episode(**{**ep, "actions": good})
+    writer.close()
+    with pytest.raises(DatasetError, match="vector dataset .* takes no phrase vocabulary"):
+        DatasetWriter(tmp_path / "v2", H, W, 16, actions=["left"], action_spec=SPEC)
+    text = DatasetWriter(tmp_path / "t", H, W, 16)
+    with pytest.raises(DatasetError, match=r"vector actions of shape \(3, 2\) for a text dataset"):
+        text.add_episode(**{**ep, "actions": good})
+
+
+def test_vector_episode_file_checked_on_load(tmp_path):
+    path = write_vector(tmp_path)
+    overwrite_episode(path, actions=np.array(["left"] * 5))
+    with pytest.raises(DatasetError, match="actions have dtype <U4; a vector dataset stores float32"):
+        Dataset(path).episode(0)
+    overwrite_episode(path, actions=np.full((5, 2), 9.0, np.float32))
+    with pytest.raises(DatasetError, match="component 0 = 9 is outside its bounds"):
+        Dataset(path).episode(0)
 
 
 def test_manifest_missing_key(tmp_path):

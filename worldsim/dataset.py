@@ -1,4 +1,8 @@
-"""Dataset format (a directory: `dataset.json` + one compressed `.npz` per episode), writer and loader."""
+"""Dataset format (a directory: `dataset.json` + one compressed `.npz` per episode), writer and loader.
+
+Actions follow the dataset's action spec (`dataset.json` "action_spec"): text phrases stored as a unicode array,
+or vectors stored as float32 (T, d). Version 1 manifests (text only, no "action_spec") still read.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from .actions import ActionSpec
 from .errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "worldsim-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "action_spec" in the manifest and vector actions; version 1 (text only) still reads
+READ_VERSIONS = (1, 2)
 MANIFEST = "dataset.json"
 EPISODE_KEYS = ("frames", "actions", "rewards", "terminated", "caption")
 
@@ -29,14 +36,15 @@ class Episode:
 
     Attributes:
         frames: (T+1, H, W, 3) uint8 — the reset frame, then one frame after each action.
-        actions: T action phrases; actions[t] was taken between frames[t] and frames[t+1].
+        actions: T action phrases (text datasets) or (T, d) float32 (vector datasets); actions[t] was taken
+            between frames[t] and frames[t+1].
         rewards: (T,) float32.
         terminated: (T,) bool.
         caption: scene caption ("" when none).
     """
 
     frames: np.ndarray
-    actions: list[str]
+    actions: list[str] | np.ndarray
     rewards: np.ndarray
     terminated: np.ndarray
     caption: str
@@ -51,7 +59,7 @@ class Windows:
 
     Attributes:
         frames: (n, length, H, W, 3) uint8.
-        actions: n lists of length-1 phrases.
+        actions: n lists of length-1 phrases (text), or (n, length-1, d) float32 (vector).
         rewards: (n, length-1) float32.
         terminated: (n, length-1) bool.
         captions: n captions.
@@ -60,7 +68,7 @@ class Windows:
     """
 
     frames: np.ndarray
-    actions: list[list[str]]
+    actions: list[list[str]] | np.ndarray
     rewards: np.ndarray
     terminated: np.ndarray
     captions: list[str]
@@ -78,7 +86,7 @@ def atomic_write(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def check_episode(frames: np.ndarray, actions: Sequence[str], rewards: np.ndarray, terminated: np.ndarray,
+def check_episode(frames: np.ndarray, actions: Sequence[str] | np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
                   frame_size: tuple[int, int], where: str) -> None:
     """Raise DatasetError unless the arrays form a valid episode of (H, W) = frame_size frames."""
     h, w = frame_size
@@ -95,6 +103,47 @@ def check_episode(frames: np.ndarray, actions: Sequence[str], rewards: np.ndarra
                                f"frames-1 = {t} (one per transition). Re-record the episode.")
 
 
+def check_vector_actions(actions: Any, spec: ActionSpec, where: str) -> np.ndarray:
+    """Vector actions as float32 (T, d); DatasetError naming the step and value unless every row is d finite
+    floats within the spec's bounds."""
+    if isinstance(actions, str) or (isinstance(actions, (list, tuple)) and any(isinstance(a, str) for a in actions)):
+        text = actions if isinstance(actions, str) else next(a for a in actions if isinstance(a, str))
+        raise DatasetError(f"{where}: this dataset holds vector actions ({spec.describe()}); received the text "
+                           f"{text!r}. Fix: pass a float array (T, {spec.dim}), or write a text dataset.")
+    try:
+        arr = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DatasetError(f"{where}: vector actions must be a float array (T, {spec.dim}); could not read them "
+                           f"as one ({e}).") from None
+    if arr.ndim == 1 and arr.size == 0:
+        arr = arr.reshape(0, spec.dim)
+    if arr.ndim != 2 or arr.shape[1] != spec.dim:
+        raise DatasetError(f"{where}: vector actions have shape {arr.shape}; expected (T, {spec.dim}) for "
+                           f"{spec.describe()}.")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        t = int(np.argmax(bad.any(axis=1)))
+        raise DatasetError(f"{where}: the action at step {t} is {arr[t].tolist()}; expected finite values.")
+    lo, hi = np.asarray(spec.low), np.asarray(spec.high)
+    outside = (arr < lo) | (arr > hi)
+    if outside.any():
+        t = int(np.argmax(outside.any(axis=1)))
+        i = int(np.argmax(outside[t]))
+        raise DatasetError(f"{where}: the action at step {t} is {arr[t].tolist()}: component {i} = {arr[t, i]:g} "
+                           f"is outside its bounds [{lo[i]:g}, {hi[i]:g}]. Fix: clip the actions into the bounds, "
+                           f"or write the dataset with wider bounds in its action spec.")
+    return arr.astype(np.float32)
+
+
+def spec_dump(spec: ActionSpec | None, vocabulary: Sequence[str]) -> dict[str, Any]:
+    """The manifest's "action_spec": the spec's dump; for text, with the vocabulary as it stands."""
+    if spec is not None and spec.is_vector:
+        return spec.model_dump(mode="json")
+    if vocabulary:
+        return ActionSpec.text(vocabulary).model_dump(mode="json")
+    return {"kind": "text", "vocabulary": []}  # no action yet (single-frame episodes only)
+
+
 class DatasetWriter:
     """Write episodes one by one; `close()` writes the manifest last, atomically.
 
@@ -102,13 +151,22 @@ class DatasetWriter:
         out_dir: directory to create (or reuse when empty).
         height, width: frame size in pixels.
         fps: frames per second of the recordings.
-        actions: known action vocabulary; phrases seen later are appended in order of first appearance.
+        actions: known action vocabulary (text); phrases seen later are appended in order of first appearance.
         source: free-form provenance stored in the manifest (env id, policy, seed, ...).
         overwrite: replace a dataset already in `out_dir` instead of raising.
+        action_spec: what the actions are; None or a text spec: phrases (its vocabulary comes first, then
+            `actions`, then new phrases as they appear); a vector spec: float arrays (T, d) within its bounds.
     """
 
     def __init__(self, out_dir: str | os.PathLike, height: int, width: int, fps: float,
-                 actions: Sequence[str] = (), source: dict[str, Any] | None = None, overwrite: bool = False):
+                 actions: Sequence[str] = (), source: dict[str, Any] | None = None, overwrite: bool = False,
+                 action_spec: ActionSpec | None = None):
+        if action_spec is not None and not isinstance(action_spec, ActionSpec):
+            raise DatasetError(f"action_spec must be a worldsim.actions.ActionSpec or None; received "
+                               f"{type(action_spec).__name__}.")
+        if action_spec is not None and action_spec.is_vector and list(actions):
+            raise DatasetError(f"a vector dataset ({action_spec.describe()}) takes no phrase vocabulary; received "
+                               f"actions={list(actions)!r}.")
         self.path = Path(out_dir)
         if (self.path / MANIFEST).exists():
             if not overwrite:
@@ -119,18 +177,25 @@ class DatasetWriter:
                 old.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
         self.height, self.width, self.fps = int(height), int(width), float(fps)
-        self.vocabulary = list(dict.fromkeys(actions))
+        self.spec = action_spec
+        known = action_spec.vocabulary if action_spec is not None else ()
+        self.vocabulary = list(dict.fromkeys([*known, *actions]))
         self.source = dict(source or {})
         self.episodes: list[dict[str, Any]] = []
         self.closed = False
 
-    def add_episode(self, frames: np.ndarray, actions: Sequence[str], rewards: Sequence[float] | np.ndarray,
-                    terminated: Sequence[bool] | np.ndarray, caption: str = "") -> Path:
+    @property
+    def is_vector(self) -> bool:
+        return self.spec is not None and self.spec.is_vector
+
+    def add_episode(self, frames: np.ndarray, actions: Sequence[str] | np.ndarray,
+                    rewards: Sequence[float] | np.ndarray, terminated: Sequence[bool] | np.ndarray,
+                    caption: str = "") -> Path:
         """Validate and write one episode.
 
         Args:
             frames: (T+1, H, W, 3) uint8.
-            actions: T phrases.
+            actions: T phrases (text dataset), or (T, d) floats within the spec's bounds (vector dataset).
             rewards: (T,) floats.
             terminated: (T,) bools.
             caption: scene caption.
@@ -143,15 +208,26 @@ class DatasetWriter:
         frames = np.asarray(frames)
         rewards = np.asarray(rewards, np.float32).reshape(-1)
         terminated = np.asarray(terminated, bool).reshape(-1)
-        actions = [str(a) for a in actions]
         name = f"ep_{len(self.episodes):06d}.npz"
-        check_episode(frames, actions, rewards, terminated, (self.height, self.width), f"episode {name}")
-        arrays = {"frames": frames, "actions": np.array(actions, dtype=np.str_).reshape(len(actions)),
+        where = f"episode {name}"
+        if self.spec is not None and self.spec.is_vector:
+            vectors = check_vector_actions(actions, self.spec, where)
+            check_episode(frames, vectors, rewards, terminated, (self.height, self.width), where)
+            stored = vectors
+            phrases: list[str] = []
+        else:
+            if isinstance(actions, np.ndarray) and actions.ndim == 2:
+                raise DatasetError(f"{where}: received vector actions of shape {actions.shape} for a text dataset; "
+                                   "Fix: open the writer with action_spec=ActionSpec.vector(low, high).")
+            phrases = [str(a) for a in actions]
+            check_episode(frames, phrases, rewards, terminated, (self.height, self.width), where)
+            stored = np.array(phrases, dtype=np.str_).reshape(len(phrases))
+        arrays = {"frames": frames, "actions": stored,
                   "rewards": rewards, "terminated": terminated,
                   "caption": np.array(str(caption), dtype=np.str_)}  # unicode arrays: no pickle needed
         path = self.path / name
         atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-        self.vocabulary.extend(a for a in dict.fromkeys(actions) if a not in self.vocabulary)
+        self.vocabulary.extend(a for a in dict.fromkeys(phrases) if a not in self.vocabulary)
         self.episodes.append({"file": name, "frames": int(len(frames))})
         return path
 
@@ -161,6 +237,7 @@ class DatasetWriter:
             return self.path
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "height": self.height,
                     "width": self.width, "fps": self.fps, "actions": self.vocabulary,
+                    "action_spec": spec_dump(self.spec, self.vocabulary),
                     "episodes": self.episodes, "episode_count": len(self.episodes),
                     "frame_count": sum(e["frames"] for e in self.episodes), "source": self.source}
         text = json.dumps(manifest, indent=2).encode()
@@ -193,9 +270,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise DatasetError(f"{file} has format {got!r}; expected {FORMAT!r}. This is not a worldsim dataset.")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READ_VERSIONS:
         raise DatasetError(f"{file} has format_version {manifest.get('format_version')!r}; this worldsim "
-                           f"reads version {FORMAT_VERSION}. Re-record the dataset or use a "
+                           f"reads versions {list(READ_VERSIONS)}. Re-record the dataset or use a "
                            f"matching worldsim version.")
     for key in ("height", "width", "fps", "actions", "episodes"):
         if key not in manifest:
@@ -214,6 +291,26 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _read_spec(manifest: dict[str, Any], file: Path) -> ActionSpec | None:
+    """The manifest's action spec (version 1: text from its vocabulary); None for a text dataset with no action."""
+    raw = manifest.get("action_spec")
+    vocabulary = list(manifest["actions"])
+    if raw is None or (isinstance(raw, dict) and raw.get("kind", "text") == "text" and not raw.get("vocabulary")):
+        if raw is None and manifest.get("format_version", 1) >= 2:
+            raise DatasetError(f"{file} lacks the key 'action_spec'; a version 2 manifest names its actions. "
+                               "Re-record the dataset.")
+        return ActionSpec.text(vocabulary) if vocabulary else None
+    try:
+        spec = ActionSpec.model_validate(raw)
+    except ValidationError as e:
+        raise DatasetError(f"{file}: 'action_spec' is not a valid action spec: {e.errors()[0]['msg']}. "
+                           "Re-record the dataset.") from None
+    if spec.kind == "text" and list(spec.vocabulary) != vocabulary:
+        raise DatasetError(f"{file}: 'action_spec' lists {list(spec.vocabulary)} but 'actions' lists {vocabulary}; "
+                           "the manifest is inconsistent. Re-record the dataset.")
+    return spec
+
+
 class Dataset:
     """Read a dataset directory; episodes are validated against the manifest when loaded.
 
@@ -226,6 +323,7 @@ class Dataset:
     def __init__(self, path: str | os.PathLike, cache: bool = True):
         self.path = Path(path)
         self.manifest = _read_manifest(self.path)
+        self._spec = _read_spec(self.manifest, self.path / MANIFEST)
         self.cache = cache
         self._episodes: dict[int, Episode] = {}
         self._lengths = np.array([int(e["frames"]) for e in self.manifest["episodes"]], np.int64)
@@ -243,8 +341,38 @@ class Dataset:
 
     @property
     def vocabulary(self) -> list[str]:
-        """Action phrases, in the manifest's order."""
+        """Action phrases, in the manifest's order ([] for a vector dataset)."""
         return list(self.manifest["actions"])
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        """What the actions are: text (the vocabulary) or vector (dim and bounds)."""
+        if self._spec is None:
+            raise DatasetError(f"{self.path} holds no action (every episode is a single frame), so it has no "
+                               "action spec. Record episodes of at least one step.")
+        return self._spec
+
+    @property
+    def has_actions(self) -> bool:
+        """False only for a text dataset whose episodes are single frames (no action, so no spec)."""
+        return self._spec is not None
+
+    @property
+    def is_vector(self) -> bool:
+        return self._spec is not None and self._spec.is_vector
+
+    def check_vocabulary(self, vocabulary: Sequence[str]) -> None:
+        """DatasetError unless every phrase of this (text) dataset is in `vocabulary` (a model's), listing those
+        it lacks."""
+        if self.is_vector:
+            raise DatasetError(f"{self.path} holds vector actions ({self.action_spec.describe()}), not phrases; "
+                               "train a model with a vector action spec on it.")
+        known = set(vocabulary)
+        missing = [a for a in self.vocabulary if a not in known]
+        if missing:
+            raise DatasetError(f"{self.path} has {len(missing)} action phrase(s) that the model's vocabulary lacks: "
+                               f"{missing}; the model knows {list(vocabulary)}. Fix: train a model whose vocabulary "
+                               "includes them (a new model takes the dataset's vocabulary).")
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -293,15 +421,23 @@ class Dataset:
             raise DatasetError(f"could not read {file}: {e}. The file is corrupt or truncated; "
                                f"re-record it.") from e
         frames = arrays["frames"]
-        actions = arrays["actions"]
-        if actions.dtype.kind != "U" or actions.ndim != 1:
-            raise DatasetError(f"{file}: actions have dtype {actions.dtype} and shape {actions.shape}; "
-                               f"expected a 1-d unicode array of phrases. Re-record the episode.")
+        raw = arrays["actions"]
+        actions: list[str] | np.ndarray
+        if self._spec is not None and self._spec.is_vector:
+            if raw.dtype.kind != "f":
+                raise DatasetError(f"{file}: actions have dtype {raw.dtype}; a vector dataset stores float32 "
+                                   f"(T, {self._spec.dim}). Re-record the episode.")
+            actions = check_vector_actions(raw, self._spec, str(file))
+        else:
+            if raw.dtype.kind != "U" or raw.ndim != 1:
+                raise DatasetError(f"{file}: actions have dtype {raw.dtype} and shape {raw.shape}; "
+                                   f"expected a 1-d unicode array of phrases. Re-record the episode.")
+            actions = [str(a) for a in raw]
         check_episode(frames, actions, arrays["rewards"], arrays["terminated"], self.frame_size, str(file))
         if len(frames) != entry["frames"]:
             raise DatasetError(f"{file} has {len(frames)} frames but {self.path / MANIFEST} says "
                                f"{entry['frames']}; manifest and episode disagree. Re-record the dataset.")
-        return Episode(frames=frames, actions=[str(a) for a in actions],
+        return Episode(frames=frames, actions=actions,
                        rewards=arrays["rewards"].astype(np.float32),
                        terminated=arrays["terminated"].astype(bool), caption=str(arrays["caption"]))
 
@@ -335,9 +471,14 @@ class Dataset:
         chosen = [pool[p] for p in picks]
         pairs = [(self.episode(i), int(s)) for i, s in zip(chosen, starts, strict=True)]
         eps = [e for e, _ in pairs]
+        actions: list[list[str]] | np.ndarray
+        if self.is_vector:  # (n, length-1, d) float32
+            actions = np.stack([e.actions[s:s + length - 1] for e, s in pairs]).astype(np.float32)
+        else:
+            actions = [list(e.actions[s:s + length - 1]) for e, s in pairs]
         return Windows(
             frames=np.stack([e.frames[s:s + length] for e, s in pairs]),
-            actions=[e.actions[s:s + length - 1] for e, s in pairs],
+            actions=actions,
             rewards=np.stack([e.rewards[s:s + length - 1] for e, s in pairs]),
             terminated=np.stack([e.terminated[s:s + length - 1] for e, s in pairs]),
             captions=[e.caption for e in eps],
