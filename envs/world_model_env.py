@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import string
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -13,13 +12,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from worldsim.config import PRESETS
-from worldsim.errors import CheckpointError, ConfigError, SessionStateError, suggest
+from worldsim import worlds
+from worldsim.errors import ConfigError, SessionStateError, suggest
 from worldsim.frames import check_discrete_action
 from worldsim.session import Session
-from worldsim.world_model import WorldModel, bundled_models
+from worldsim.world_model import WorldModel
 
-from .pushworld import PushWorld
+PUSHWORLD_ID = "worldsim/PushWorld-v0"
 
 RESET_OPTIONS = ("frames", "prompt", "world_seed", "actions")
 # Session arguments the env owns: they come from the env's own arguments or its seeded generator.
@@ -52,25 +51,14 @@ class ActionText(spaces.Text):
 
 
 def load_world_model(model: str | os.PathLike | WorldModel) -> WorldModel:
-    """A WorldModel (or a `worldsim.bridges.RemoteWorldModel`, which mirrors it) as given, or loaded: a checkpoint
-    directory or bundled name (`from_pretrained`), or a preset name such as 'tiny' (`from_config`: freshly
-    initialised, untrained)."""
+    """A WorldModel (or a `worldsim.bridges.RemoteWorldModel`, which mirrors it) as given, or loaded by
+    `WorldModel.load`: a checkpoint directory, a bundled name, or a preset name such as 'tiny' (untrained)."""
     if isinstance(model, WorldModel) or _is_remote(model):
         return model
     if not isinstance(model, (str, os.PathLike)):
         raise ConfigError(f"model must be a WorldModel, a RemoteWorldModel, a checkpoint path, a bundled name or a "
                           f"preset name; received {type(model).__name__} {model!r}.")
-    name, bundled = str(model), bundled_models()
-    if Path(name).exists() or name in bundled:
-        return WorldModel.from_pretrained(model)
-    if isinstance(model, str) and name in PRESETS:
-        return WorldModel.from_config(name)
-    if os.sep not in name and (os.altsep or os.sep) not in name:
-        raise CheckpointError(f"no checkpoint directory, bundled model or preset named {name!r}."
-                              f"{suggest(name, [*bundled, *PRESETS])} Fix: pass a directory written by "
-                              f"WorldModel.save, a bundled model ({', '.join(bundled) or 'none in this install'}) or "
-                              f"a preset ({', '.join(PRESETS)}; untrained).")
-    return WorldModel.from_pretrained(model)  # a missing directory: CheckpointError naming the path
+    return WorldModel.load(model)
 
 
 def _is_remote(model: Any) -> bool:
@@ -79,22 +67,43 @@ def _is_remote(model: Any) -> bool:
     return isinstance(model, RemoteWorldModel)
 
 
+def resolve_action_mode(model: WorldModel, action_mode: str | None) -> str:
+    """The env's action mode: "discrete" or "text" for a text-action model, "vector" for a vector-action one
+    (None picks "discrete" or "vector" by the model's action spec)."""
+    vector = model.action_spec.is_vector
+    allowed = ("vector",) if vector else ("discrete", "text")
+    if action_mode is None:
+        return allowed[0]
+    if action_mode not in allowed:
+        kind = "vector" if vector else "text"
+        raise ConfigError(f"action_mode={action_mode!r} does not fit this model's {kind} actions "
+                          f"({model.action_spec.describe()}); expected one of {list(allowed)}."
+                          f"{suggest(str(action_mode), allowed)}")
+    return action_mode
+
+
 def action_space_for(model: WorldModel, action_mode: str, strict_text: bool) -> spaces.Space:
-    """Discrete(len(vocabulary)) or ActionText over the model's vocabulary."""
+    """Discrete(len(vocabulary)) or ActionText over the vocabulary (text models); Box(low, high, (d,)) (vector)."""
+    spec = model.action_spec
+    if action_mode == "vector":
+        return spaces.Box(np.asarray(spec.low, np.float32), np.asarray(spec.high, np.float32), (spec.dim,),
+                          np.float32)
     if action_mode == "discrete":
         return spaces.Discrete(len(model.vocabulary))
-    if action_mode == "text":
-        return ActionText(model.vocabulary, strict=strict_text)
-    raise ConfigError(f"action_mode={action_mode!r} is not supported; expected 'discrete' or 'text'."
-                      f"{suggest(str(action_mode), ('discrete', 'text'))}")
+    return ActionText(model.vocabulary, strict=strict_text)
 
 
-def action_text(action: Any, vocabulary: Sequence[str], action_mode: str) -> Any:
-    """The text the session receives: vocabulary[i] for a discrete action; a text action as given (the session
-    validates it, suggesting the closest phrase for an unknown one in strict mode)."""
-    if action_mode == "text":
-        return action
-    return check_discrete_action(action, vocabulary, "WorldModelEnv")
+def session_action(action: Any, model: WorldModel, action_mode: str) -> Any:
+    """What the session receives: vocabulary[i] for a discrete action; a text or vector action as given (the
+    session validates it: an unknown phrase gets a suggestion, a vector its shape and bounds checked)."""
+    if action_mode == "discrete":
+        return check_discrete_action(action, model.vocabulary, "WorldModelEnv")
+    return action
+
+
+def action_info(action: Any) -> Any:
+    """An action as `info` reports it: the phrase, or the vector as a list of floats."""
+    return action if isinstance(action, str) else np.asarray(action, np.float32).tolist()
 
 
 def session_settings(session_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -106,16 +115,31 @@ def session_settings(session_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     return kwargs
 
 
-def world_frame(height: int, width: int, world_seed: int) -> np.ndarray:
-    """The first frame of the real PushWorld reset with `world_seed`: uint8 (1, H, W, 3).
+def model_world(model: WorldModel) -> str:
+    """The env id of the world a model was trained on (its meta.json `env_id`; PushWorld when it has none)."""
+    meta = getattr(model, "meta", None) or {}
+    return str(meta.get("env_id") or PUSHWORLD_ID)
 
-    PushWorld draws square rooms of ≥ 32 px; other frame sizes get a 64 px room resized with area averaging.
+
+def world_frame(height: int, width: int, world_seed: int, env_id: str = PUSHWORLD_ID) -> np.ndarray:
+    """The first frame of the real world `env_id` reset with `world_seed`, resized to (H, W): uint8 (1, H, W, 3).
+
+    The world's plug-in makes the env where one is registered (asked for square frames of side H; it may draw
+    another size, which is then resized with area averaging); else `gymnasium.make(env_id, render_mode=...)`.
     """
-    side = height if height == width and height >= 32 else 64
-    frame, _ = PushWorld(render_mode="rgb_array", size=side).reset(seed=int(world_seed))
-    if (side, side) != (height, width):
+    world = worlds.find(env_id)
+    if world is not None and world.make_env is not None:
+        env = world.make_env(size=height if height == width else None)
+    else:
+        env = gym.make(env_id, render_mode="rgb_array")
+    try:
+        env.reset(seed=int(world_seed))
+        frame = env.render()
+    finally:
+        env.close()
+    if frame.shape[:2] != (height, width):
         frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-    return frame[None]
+    return np.ascontiguousarray(frame, np.uint8)[None]
 
 
 def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -138,31 +162,33 @@ class WorldModelEnv(gym.Env):
     Args:
         model: a WorldModel, a checkpoint directory, a bundled model name, a preset name (untrained), or a
             `worldsim.bridges.RemoteWorldModel` (the sessions then live on its server).
-        action_mode: "discrete" (Discrete over the vocabulary) or "text" (ActionText phrases).
+        action_mode: for a text-action model "discrete" (Discrete over the vocabulary, the default) or "text"
+            (ActionText phrases); for a vector-action model "vector" (Box(low, high, (d,)), the default).
         strict_text: in text mode, reject phrases outside the vocabulary (InvalidAction with a suggestion).
         render_mode: "rgb_array" or None.
         session_kwargs: extra `Session` settings (sampler, guidance, temperature, tol, denoise, …).
-        reward_fn: optional f(frame uint8 (H, W, 3), action str) -> float replacing the model's reward head.
+        reward_fn: optional f(frame uint8 (H, W, 3), action) -> float replacing the model's reward head.
 
     Observations are uint8 (H, W, 3) frames. `reset(options=...)` takes {"frames": uint8 (t0, H, W, 3)} (with
-    optional "actions": t0-1 phrases), {"prompt": str} (imagine frame 0; may go with "frames"), or
-    {"world_seed": int} (the real PushWorld's first frame); by default a world seed drawn from `np_random`.
+    optional "actions": t0-1 actions), {"prompt": str} (imagine frame 0; may go with "frames"), or
+    {"world_seed": int} (the first frame of the real world the model was trained on, its meta.json `env_id`,
+    PushWorld by default); by default a world seed drawn from `np_random`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 16}
 
     def __init__(self, model: str | os.PathLike | WorldModel = "pushworld-64",
-                 action_mode: Literal["discrete", "text"] = "discrete", strict_text: bool = True,
+                 action_mode: Literal["discrete", "text", "vector"] | None = None, strict_text: bool = True,
                  render_mode: str | None = "rgb_array", session_kwargs: dict[str, Any] | None = None,
-                 reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
+                 reward_fn: Callable[[np.ndarray, Any], float] | None = None) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode={render_mode!r} is not supported; use 'rgb_array' or None.")
         self.model = load_world_model(model)
         cfg = self.model.config
         self.metadata = {**self.metadata, "render_fps": cfg.fps}
         self.render_mode = render_mode
-        self.action_mode = action_mode
-        self.action_space = action_space_for(self.model, action_mode, strict_text)
+        self.action_mode = resolve_action_mode(self.model, action_mode)
+        self.action_space = action_space_for(self.model, self.action_mode, strict_text)
         self.observation_space = spaces.Box(0, 255, (cfg.height, cfg.width, 3), np.uint8)
         self.strict_text = strict_text
         self.reward_fn = reward_fn
@@ -188,21 +214,24 @@ class WorldModelEnv(gym.Env):
         frames = options.get("frames")
         if frames is None and "prompt" not in options:
             info["world_seed"] = int(options.get("world_seed", self.np_random.integers(_SEED_BOUND)))
-            frames = world_frame(self.model.config.height, self.model.config.width, info["world_seed"])
+            cfg = self.model.config
+            frames = world_frame(cfg.height, cfg.width, info["world_seed"], model_world(self.model))
         frame = session.reset(frames=frames, prompt=options.get("prompt"), actions=options.get("actions"))
         self._frame = np.array(frame, copy=True)
         return self._frame.copy(), info
 
-    def step(self, action: int | str) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Imagine the next frame; returns (frame uint8 (H, W, 3), reward, terminated, truncated=False, info) with
-        info = {"log_prob": nats, "bits_per_dim", "iterations": sampler iterations, "action_text"}."""
+        info = {"log_prob": nats, "bits_per_dim", "iterations": sampler iterations, and "action_text" (the phrase
+        the session received) or, for a vector model, "action" (the vector as a list)}."""
         if self.session is None:
             raise SessionStateError("step called before reset; call env.reset() first.")
-        text = action_text(action, self.model.vocabulary, self.action_mode)
-        out = self.session.step(text)
+        act = session_action(action, self.model, self.action_mode)
+        out = self.session.step(act)
         self._frame = np.array(out.frame, copy=True)
         info = {"log_prob": float(out.log_prob), "bits_per_dim": float(out.bits_per_dim),
-                "iterations": int(out.info["iterations"]), "action_text": str(text)}
+                "iterations": int(out.info["iterations"])}
+        info["action_text" if isinstance(act, str) else "action"] = action_info(act)
         return self._frame.copy(), float(out.reward), bool(out.terminated), False, info
 
     def render(self) -> np.ndarray | None:

@@ -18,9 +18,11 @@ from worldsim.world_model import WorldModel
 from .world_model_env import (
     _SEED_BOUND,
     action_space_for,
-    action_text,
     check_options,
     load_world_model,
+    model_world,
+    resolve_action_mode,
+    session_action,
     session_settings,
     world_frame,
 )
@@ -50,7 +52,7 @@ class WorldModelVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 16, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int, model: str | os.PathLike | WorldModel = "pushworld-64",
-                 action_mode: Literal["discrete", "text"] = "discrete", strict_text: bool = True,
+                 action_mode: Literal["discrete", "text", "vector"] | None = None, strict_text: bool = True,
                  render_mode: str | None = "rgb_array", session_kwargs: dict[str, Any] | None = None,
                  reward_fn: Callable[[np.ndarray, str], float] | None = None,
                  max_episode_steps: int | None = 480) -> None:
@@ -65,12 +67,12 @@ class WorldModelVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.metadata = {**self.metadata, "render_fps": cfg.fps}
         self.render_mode = render_mode
-        self.action_mode = action_mode
+        self.action_mode = resolve_action_mode(self.model, action_mode)
         self.strict_text = strict_text
         self.reward_fn = reward_fn
         self.max_episode_steps = max_episode_steps
         self.session_kwargs = session_settings(session_kwargs)
-        self.single_action_space = action_space_for(self.model, action_mode, strict_text)
+        self.single_action_space = action_space_for(self.model, self.action_mode, strict_text)
         self.single_observation_space = spaces.Box(0, 255, (cfg.height, cfg.width, 3), np.uint8)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -118,16 +120,19 @@ class WorldModelVectorEnv(VectorEnv):
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """One batched step; returns frames (N, H, W, 3) uint8, rewards (N,) float32, terminated (N,),
-        truncated (N,), and info arrays "log_prob", "bits_per_dim", "iterations", "action_text" (with "_key"
-        masks; sub-envs that autoreset this step report "world_seed" instead)."""
+        truncated (N,), and info arrays "log_prob", "bits_per_dim", "iterations", "action_text" (text models; with
+        "_key" masks; sub-envs that autoreset this step report "world_seed" instead). Vector models take actions
+        (N, d)."""
         if self.session is None:
             raise SessionStateError("step called before reset; call envs.reset() first.")
-        n, vocab = self.num_envs, self.model.vocabulary
+        n, spec = self.num_envs, self.model.action_spec
         if len(actions) != n:
             raise InvalidAction(f"expected {n} actions (one per sub-env); received {len(actions)}.")
         resetting = self._autoreset.copy()
         # A resetting sub-env's action is ignored; its row still runs in the batched pass, with a placeholder.
-        texts = [vocab[0] if resetting[i] else action_text(actions[i], vocab, self.action_mode) for i in range(n)]
+        placeholder = spec.denormalise(np.zeros(spec.dim)) if spec.is_vector else spec.vocabulary[0]
+        texts = [placeholder if resetting[i] else session_action(actions[i], self.model, self.action_mode)
+                 for i in range(n)]
         frames, rewards = self._frames.copy(), np.zeros(n, np.float32)
         terminated, infos = np.zeros(n, np.bool_), {}
         if not resetting.all():
@@ -136,10 +141,11 @@ class WorldModelVectorEnv(VectorEnv):
             rewards = np.asarray(out.reward, np.float32).copy()
             terminated = np.asarray(out.terminated, np.bool_).copy()
             for i in np.flatnonzero(~resetting):
-                infos = self._add_info(infos, {"log_prob": float(out.log_prob[i]),
-                                               "bits_per_dim": float(out.bits_per_dim[i]),
-                                               "iterations": int(out.info["iterations"]),
-                                               "action_text": str(texts[i])}, int(i))
+                info = {"log_prob": float(out.log_prob[i]), "bits_per_dim": float(out.bits_per_dim[i]),
+                        "iterations": int(out.info["iterations"])}
+                if not spec.is_vector:
+                    info["action_text"] = str(texts[i])
+                infos = self._add_info(infos, info, int(i))
         self._steps += 1
         truncated = np.zeros(n, np.bool_) if self.max_episode_steps is None else self._steps >= self.max_episode_steps
         if resetting.any():
@@ -179,7 +185,8 @@ class WorldModelVectorEnv(VectorEnv):
         return self._frames.copy(), infos
 
     def _world_frame(self, world_seed: int) -> np.ndarray:
-        return world_frame(self.model.config.height, self.model.config.width, world_seed)[0]
+        cfg = self.model.config
+        return world_frame(cfg.height, cfg.width, world_seed, model_world(self.model))[0]
 
     def _world_seeds(self, given: Any) -> list[int]:
         n = self.num_envs

@@ -127,7 +127,7 @@ def test_reward_fn_and_session_kwargs():
                         session_kwargs={"sampler": "sequential", "temperature": 0.5})
     env.reset(seed=0)
     assert env.step(4)[1] == float(len("stay"))
-    assert env.session.settings.method == "sequential"
+    assert env.session.settings.sampler == "sequential"
 
 
 # ----- vector env ---------------------------------------------------------------------------------------------

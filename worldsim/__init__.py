@@ -6,6 +6,7 @@ from the thread that starts them, so it is set before torch starts its thread po
 
 import torch as _torch
 
+from .actions import ActionSpec
 from .config import ModelConfig, preset
 from .errors import (
     CheckpointError,
@@ -17,6 +18,7 @@ from .errors import (
     WorldSimError,
 )
 from .session import Session, StepResult
+from .settings import SessionSettings
 from .world_model import ScoreReport, WorldModel, bundled_models
 
 _torch.set_flush_denormal(True)
@@ -24,7 +26,7 @@ _torch.set_flush_denormal(True)
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DatasetError", "InvalidAction", "InvalidFrames", "ModelConfig",
-    "ScoreReport", "Session", "SessionStateError", "StepResult", "WorldModel", "WorldSimError",
+    "ActionSpec", "CheckpointError", "ConfigError", "DatasetError", "InvalidAction", "InvalidFrames", "ModelConfig",
+    "ScoreReport", "Session", "SessionSettings", "SessionStateError", "StepResult", "WorldModel", "WorldSimError",
     "bundled_models", "preset",
 ]

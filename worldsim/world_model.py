@@ -90,9 +90,17 @@ class WorldModel:
         directory, or a preset name ('tiny', 'small', …: a freshly initialised, untrained model; meta says so)."""
         if isinstance(name_or_path, WorldModel):
             return name_or_path
-        if isinstance(name_or_path, str) and name_or_path in PRESETS and not Path(name_or_path).exists():
-            return cls.from_config(name_or_path, seed=seed)
-        return cls.from_pretrained(name_or_path)
+        name = str(name_or_path)
+        if Path(name).exists() or name in bundled_models():
+            return cls.from_pretrained(name_or_path)
+        if name in PRESETS:
+            return cls.from_config(name, seed=seed)
+        if os.sep not in name and (os.altsep or os.sep) not in name:
+            raise CheckpointError(f"no checkpoint directory, bundled model or preset named {name!r}."
+                                  f"{suggest(name, [*bundled_models(), *PRESETS])} Fix: pass a directory written by "
+                                  f"WorldModel.save, a bundled model ({', '.join(bundled_models()) or 'none'}) or a "
+                                  f"preset ({', '.join(PRESETS)}; untrained).")
+        return cls.from_pretrained(name_or_path)  # a missing directory: CheckpointError naming the path
 
     @property
     def trained(self) -> bool:
@@ -108,7 +116,8 @@ class WorldModel:
                 raise CheckpointError(
                     f"no bundled model or checkpoint directory named {name_or_path!r}; bundled models: "
                     f"{bundled_models() or 'none'}.{suggest(name_or_path, bundled_models())} "
-                    "Fix: pass a bundled name or the path of a directory written by WorldModel.save."
+                    "Fix: pass a bundled name or the path of a directory written by WorldModel.save (WorldModel.load "
+                    f"also takes a preset name: {', '.join(PRESETS)}; untrained)."
                 )
             path = PRETRAINED_DIR / name_or_path
         config, state, meta = load_checkpoint(path)
