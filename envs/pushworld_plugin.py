@@ -19,12 +19,12 @@ DEMO_SCRIPT = ("move right",) * 8 + ("move down",) * 8 + ("move left",) * 8 + ("
 
 
 def make_env(size: int | None = None, action_mode: str | None = None, **kwargs: Any) -> gym.Env:
-    """PushWorld with render_mode="rgb_array": `size` px frames (default 64, at least 32); action_mode "text"
-    (phrases) or None/"discrete" (Discrete(5)). PushWorld has no vector actions."""
+    """PushWorld with render_mode="rgb_array": `size` px frames (default 64; below 32 px it draws 64);
+    action_mode "text" (phrases) or None/"discrete" (Discrete(5)). PushWorld has no vector actions."""
     if action_mode == "vector":
         raise WorldSimError("PushWorld's actions are the five phrases (or Discrete(5)); it has no vector actions. "
                             "Fix: use action_mode='text' or None.")
-    if size is not None:
+    if size is not None and int(size) >= 32:  # PushWorld draws rooms of ≥ 32 px; callers resize smaller frames
         kwargs["size"] = int(size)
     return gym.make(ENV_ID, render_mode="rgb_array", action_mode=action_mode or "discrete", **kwargs)
 
