@@ -1,5 +1,5 @@
-"""Planning in imagination: the cross-entropy method, MPPI and random shooting over discrete action sequences,
-and an MPC step.
+"""Planning in imagination: the cross-entropy method, MPPI and random shooting over action sequences (phrases
+from a vocabulary, or vectors in a Box: see `planning_box`), and an MPC step.
 
 Every iteration forks the session into one batched session of `population` worlds, so each imagined step of all
 candidate plans is one forward pass.
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .actions import Action, ActionSpec
 from .errors import ConfigError
+from .planning_box import box_search, uniform_plans
 from .session import Session, StepResult
 
 # objective(step result of the batch, step index) -> (population,) score of that step (higher is better)
@@ -46,13 +49,30 @@ def plausible(objective: Objective, weight: float) -> Objective:
 
 @dataclass
 class Plan:
-    actions: list[str]  # the best sequence found
+    actions: list[Action]  # the best sequence found: phrases, or float32 (d,) vectors
     score: float  # its summed objective
     history: list[float]  # best score per iteration
 
 
 # simulate(population of action sequences) -> (population,) summed objective: imagined or real
-Simulator = Callable[[list[list[str]]], np.ndarray]
+Simulator = Callable[[list[list[Any]]], np.ndarray]
+# what a search draws actions from: a vocabulary of phrases, or an ActionSpec (a vector spec searches its Box)
+ActionSpace = Sequence[str] | ActionSpec
+
+
+def _box(space: ActionSpace) -> ActionSpec | None:
+    """The vector spec to search, or None for phrases (a text ActionSpec searches its vocabulary)."""
+    return space if isinstance(space, ActionSpec) and space.is_vector else None
+
+
+def _phrases(space: ActionSpace) -> list[str]:
+    return list(space.vocabulary) if isinstance(space, ActionSpec) else list(space)
+
+
+def action_space_of(session: Session) -> ActionSpace:
+    """What the planners search for this session's model: its vector spec, or its vocabulary."""
+    spec = session.model.action_spec
+    return spec if spec.is_vector else spec.vocabulary
 
 
 def imagined(session: Session, objective: Objective, seed: int = 0) -> Simulator:
@@ -61,7 +81,7 @@ def imagined(session: Session, objective: Objective, seed: int = 0) -> Simulator
         raise ConfigError(f"planning needs a batch-1 session; received batch_size={session.batch_size}.")
     calls = [0]
 
-    def simulate(plans: list[list[str]]) -> np.ndarray:
+    def simulate(plans: list[list[Any]]) -> np.ndarray:
         calls[0] += 1
         world = session.fork(seed=seed * 1000 + calls[0], batch_size=len(plans))
         total = np.zeros(len(plans))
@@ -73,19 +93,24 @@ def imagined(session: Session, objective: Objective, seed: int = 0) -> Simulator
     return simulate
 
 
-def cem_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8, population: int = 32,
+def cem_search(simulate: Simulator, vocabulary: ActionSpace, horizon: int = 8, population: int = 32,
                elites: int = 4, iterations: int = 3, seed: int = 0, smoothing: float = 0.3,
-               warm_start: Sequence[str] | None = None) -> Plan:
-    """Cross-entropy method: sample action sequences from per-step categorical distributions, score them with
-    `simulate`, refit the distributions to the `elites` best (mixed with the previous distributions by
-    `smoothing`, which keeps exploring), repeat.
+               warm_start: Sequence[Action] | None = None, smoothness: float = 0.5) -> Plan:
+    """Cross-entropy method: sample action sequences from per-step categorical distributions (phrases) or Gaussians
+    (a vector ActionSpec: see `planning_box`), score them with `simulate`, refit the distributions to the `elites`
+    best (mixed with the previous distributions by `smoothing`, which keeps exploring), repeat.
 
     warm_start: a plan to include in the first population (in MPC, the rest of the previous best plan), so a good
     plan once found is not lost to sampling; shorter ones are padded with their last action.
+    smoothness: vector plans only: correlation of the sampling noise between consecutive steps (0: independent).
     """
     if not 1 <= elites <= population:
         raise ConfigError(f"need 1 ≤ elites ≤ population; received elites={elites}, population={population}.")
-    vocab = list(vocabulary)
+    box = _box(vocabulary)
+    if box is not None:
+        return Plan(*box_search(simulate, box, horizon, population, iterations, seed, smoothing, elites=elites,
+                                warm_start=warm_start, smoothness=smoothness))
+    vocab = _phrases(vocabulary)
     rng = np.random.default_rng(seed)
     probs = np.full((horizon, len(vocab)), 1.0 / len(vocab))
     best: tuple[float, list[str]] = (-np.inf, [])
@@ -113,31 +138,38 @@ def _plan_indices(plan: Sequence[str], vocab: list[str], horizon: int) -> np.nda
 
 
 def cem(session: Session, objective: Objective, horizon: int = 8, population: int = 32, elites: int = 4,
-        iterations: int = 3, vocabulary: Sequence[str] | None = None, seed: int = 0, smoothing: float = 0.3,
-        warm_start: Sequence[str] | None = None) -> Plan:
-    """CEM in imagination: every candidate plan of an iteration is imagined in one batched fork of `session`."""
-    return cem_search(imagined(session, objective, seed), vocabulary or session.model.vocabulary, horizon,
-                      population, elites, iterations, seed, smoothing, warm_start)
+        iterations: int = 3, vocabulary: ActionSpace | None = None, seed: int = 0, smoothing: float = 0.3,
+        warm_start: Sequence[Action] | None = None, smoothness: float = 0.5) -> Plan:
+    """CEM in imagination: every candidate plan of an iteration is imagined in one batched fork of `session`.
+    A vector-action model's plans are vectors in its Box (`vocabulary` defaults to the model's action space)."""
+    return cem_search(imagined(session, objective, seed), vocabulary or action_space_of(session), horizon,
+                      population, elites, iterations, seed, smoothing, warm_start, smoothness)
 
 
-def mpc_action(session: Session, objective: Objective, **cem_kwargs) -> str:
+def mpc_action(session: Session, objective: Objective, **cem_kwargs) -> Action:
     """Model-predictive control: plan from the current state, return only the first action (re-plan each step)."""
     return cem(session, objective, **cem_kwargs).actions[0]
 
 
-def mppi_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8, population: int = 32,
-                iterations: int = 3, temperature: float = 1.0, seed: int = 0, smoothing: float = 0.3) -> Plan:
+def mppi_search(simulate: Simulator, vocabulary: ActionSpace, horizon: int = 8, population: int = 32,
+                iterations: int = 3, temperature: float = 1.0, seed: int = 0, smoothing: float = 0.3,
+                warm_start: Sequence[Action] | None = None, smoothness: float = 0.5) -> Plan:
     """MPPI over discrete actions: sample action sequences from per-step categorical distributions, score them with
     `simulate`, and refit every step's distribution to all samples weighted by exp(score / temperature) (scores
     in the objective's units: a low temperature approaches CEM with one elite, a high one keeps the distribution
     wide), mixed with the previous distribution by `smoothing`. Returns the best sequence sampled.
 
-    With iterations=1 this is random shooting: the best of `population` uniformly random sequences.
+    With iterations=1 this is random shooting: the best of `population` uniformly random sequences. A vector
+    ActionSpec searches its Box with per-step Gaussians (see `planning_box`; warm_start and smoothness apply there).
     """
-    if population < 1 or iterations < 1 or temperature <= 0:
+    if population < 1 or iterations < 1 or not temperature > 0:
         raise ConfigError(f"need population ≥ 1, iterations ≥ 1 and temperature > 0; received population="
                           f"{population}, iterations={iterations}, temperature={temperature}.")
-    vocab = list(vocabulary)
+    box = _box(vocabulary)
+    if box is not None:
+        return Plan(*box_search(simulate, box, horizon, population, iterations, seed, smoothing,
+                                temperature=temperature, warm_start=warm_start, smoothness=smoothness))
+    vocab = _phrases(vocabulary)
     rng = np.random.default_rng(seed)
     probs = np.full((horizon, len(vocab)), 1.0 / len(vocab))
     best, best_score, history = [], -np.inf, []
@@ -156,15 +188,21 @@ def mppi_search(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8
     return Plan(best, best_score, history)
 
 
-def random_shooting(simulate: Simulator, vocabulary: Sequence[str], horizon: int = 8, population: int = 32,
+def random_shooting(simulate: Simulator, vocabulary: ActionSpace, horizon: int = 8, population: int = 32,
                     seed: int = 0) -> Plan:
-    """The best of `population` uniformly random action sequences (one MPPI iteration)."""
-    return mppi_search(simulate, vocabulary, horizon, population, iterations=1, seed=seed)
+    """The best of `population` uniformly random action sequences (phrases, or vectors uniform in the Box)."""
+    box = _box(vocabulary)
+    if box is None:
+        return mppi_search(simulate, vocabulary, horizon, population, iterations=1, seed=seed)
+    plans = uniform_plans(box, horizon, population, seed)
+    total = np.asarray(simulate(plans), dtype=np.float64)
+    top = int(np.argmax(total))
+    return Plan(plans[top], float(total[top]), [float(total[top])])
 
 
 def mppi(session: Session, objective: Objective, horizon: int = 8, population: int = 32, iterations: int = 3,
-         temperature: float = 1.0, vocabulary: Sequence[str] | None = None, seed: int = 0,
-         smoothing: float = 0.3) -> Plan:
+         temperature: float = 1.0, vocabulary: ActionSpace | None = None, seed: int = 0,
+         smoothing: float = 0.3, warm_start: Sequence[Action] | None = None, smoothness: float = 0.5) -> Plan:
     """MPPI in imagination: every candidate plan of an iteration is imagined in one batched fork of `session`."""
-    return mppi_search(imagined(session, objective, seed), vocabulary or session.model.vocabulary, horizon,
-                       population, iterations, temperature, seed, smoothing)
+    return mppi_search(imagined(session, objective, seed), vocabulary or action_space_of(session), horizon,
+                       population, iterations, temperature, seed, smoothing, warm_start, smoothness)
