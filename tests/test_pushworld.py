@@ -1,4 +1,4 @@
-"""PushWorld: dynamics, determinism, the Gymnasium contract, text actions, and object detection."""
+"""PushWorld: dynamics, determinism, the Gymnasium contract, text actions, object detection, its data policies."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from worldsim.config import PUSHWORLD_ACTIONS
+from worldsim.dataset import Dataset
 from worldsim.envs import PushWorld
 from worldsim.envs.pushworld import detect_objects
-from worldsim.errors import InvalidAction
+from worldsim.envs.pushworld_policies import POLICIES, PushWorldPolicy, seek_action
+from worldsim.errors import InvalidAction, WorldSimError
+from worldsim.record import record_dataset
+from worldsim.worlds import get
 
 UP, DOWN, LEFT, RIGHT, STAY = range(5)
 FAR_GOAL = (50.0, 50.0)
@@ -209,3 +213,107 @@ def test_detect_objects_ignores_scattered_speckle_of_the_object_colours():
         ys, xs = rng.integers(0, 32, 150) * 2, rng.integers(0, 32, 150) * 2
         frame[ys, xs] = colour
     assert detect_objects(frame) == {"agent_pos": None, "block_pos": None}
+
+
+# -- data policies (envs/pushworld_policies.py) ------------------------------------------------
+
+
+def test_pushworld_policy_covers_pushing_walls_successes_and_idling():
+    env = gym.make("worldsim/PushWorld-v0")
+    policy, rng = PushWorldPolicy(), np.random.default_rng(0)
+    seen = {"success": 0, "block_moved": 0, "wall_contact": 0, "idle": 0}
+    for episode in range(30):
+        obs, info = env.reset(seed=episode)
+        policy.reset()
+        for _ in range(100):
+            obs, _, terminated, truncated, info = env.step(policy(env, obs, info, rng))
+            for key in ("success", "block_moved", "wall_contact"):
+                seen[key] += info[key]
+            seen["idle"] += info["action_text"] == "stay"
+            if terminated or truncated:
+                break
+    assert seen["success"] >= 6, seen  # the goal-seeking part succeeds on a good share of episodes
+    assert min(seen.values()) > 0, seen
+
+
+def test_pushworld_policy_speaks_text_mode():
+    env = PushWorld(action_mode="text")
+    obs, info = env.reset(seed=0)
+    policy, rng = PushWorldPolicy(), np.random.default_rng(0)
+    for _ in range(20):
+        action = policy(env, obs, info, rng)
+        assert action in PUSHWORLD_ACTIONS
+        obs, _, _, _, info = env.step(action)
+
+
+def _pressed_share(policy: PushWorldPolicy, episodes: int = 20) -> float:
+    """Share of steps with the block against a wall and the agent touching it."""
+    env = PushWorld()
+    rng, pressed, steps = np.random.default_rng(0), 0, 0
+    for episode in range(episodes):
+        obs, info = env.reset(seed=episode)
+        policy.reset()
+        for _ in range(120):
+            obs, _, terminated, _, info = env.step(policy(env, obs, info, rng))
+            w = env.unwrapped
+            at_wall = (w.block - w.block_half <= w.lo + 0.5).any() or (w.block + w.block_half >= w.hi - 0.5).any()
+            touching = np.abs(w.agent - w.block).max() <= w.block_half + w.agent_radius + 1.0
+            pressed += bool(at_wall and touching)
+            steps += 1
+            if terminated:
+                break
+    return pressed / steps
+
+
+def test_press_segments_push_the_block_into_walls_and_hold_it_there():
+    plain, walls = _pressed_share(PushWorldPolicy()), _pressed_share(PushWorldPolicy(press=0.2))
+    assert walls > 3 * plain and walls > 0.03, (plain, walls)
+
+
+def _off_centre_pushes(policy: PushWorldPolicy, episodes: int = 30) -> tuple[int, int]:
+    """(pushes, pushes with the agent more than 3 px off the block's centre line) over some episodes."""
+    env = PushWorld(action_mode="text")
+    rng, pushes, off = np.random.default_rng(0), 0, 0
+    for episode in range(episodes):
+        obs, info = env.reset(seed=episode)
+        policy.reset()
+        for _ in range(120):
+            before = env.block.copy()
+            obs, _, terminated, _, info = env.step(policy(env, obs, info, rng))
+            # a push, not a slide: the block moved a full push (3.3 px) this step
+            if np.isclose(np.abs(env.block - before).max(), env.agent_step * env.push_gain):
+                axis = int(np.argmax(np.abs(env.block - before)))
+                pushes += 1
+                off += abs(env.agent[1 - axis] - env.block[1 - axis]) > 3.0
+            if terminated:
+                break
+    return pushes, off
+
+
+def test_clip_segments_push_the_block_off_its_centre_line():
+    (plain, plain_off), (clips, clips_off) = _off_centre_pushes(PushWorldPolicy()), \
+        _off_centre_pushes(PushWorldPolicy(clip=0.3))
+    assert clips_off > 2 * plain_off and clips_off / clips > plain_off / plain, (plain, plain_off, clips, clips_off)
+
+
+def test_press_share_is_checked_and_the_world_offers_every_policy(tmp_path):
+    with pytest.raises(WorldSimError, match="press"):
+        PushWorldPolicy(press=1.0)
+    with pytest.raises(WorldSimError, match="together below 1; got press=0.5, clip=0.5"):
+        PushWorldPolicy(press=0.5, clip=0.5)
+    assert get("pushworld").policies is POLICIES and get("pushworld").default_policy == "pushworld"
+    assert sorted(POLICIES) == ["pushworld", "pushworld-contacts", "pushworld-walls"]
+    ds = Dataset(record_dataset("worldsim/PushWorld-v0", 2, tmp_path / "w", policy="pushworld-walls", max_steps=6,
+                                progress=False))
+    assert ds.manifest["source"]["policy"] == "pushworld-walls" and len(ds) == 2
+
+
+def test_rest_is_where_step_leaves_a_block_pushed_along_one_axis():
+    for speed in (3.3, -3.3, 6.0):
+        env = placed(agent=(12, 50), block=(32, 32), goal=(50, 12))
+        env.block_vel = np.array([speed, 0.0])
+        predicted = env.rest(32.0, speed)
+        for _ in range(60):
+            env.step(STAY)
+        assert env.block[0] == pytest.approx(predicted) and env.block[1] == 32
+    assert seek_action(env, np.random.default_rng(0)) in range(5)

@@ -1,20 +1,25 @@
-"""Recording Gymnasium envs into datasets, the data policies, and importing a folder of videos."""
+"""Recording Gymnasium envs (Discrete actions as text, Box actions as vectors) into datasets, and importing a folder
+of videos with text or numeric actions."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from worldsim.cli import RECORD_POLICIES
+from worldsim.actions import ActionSpec
 from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.dataset import Dataset
 from worldsim.envs import PushWorld
+from worldsim.envs.pushworld_policies import seek_action
 from worldsim.errors import DatasetError, WorldSimError
-from worldsim.record import POLICIES, PushWorldPolicy, import_videos, record_dataset, seek_action
+from worldsim.record import RandomPolicy, action_spec_for, import_videos, record_dataset
 
 
 class Lamp(gym.Env):
@@ -39,34 +44,6 @@ class Lamp(gym.Env):
 
     def render(self):
         return np.full((12, 10, 3), 100 * self.level, np.uint8)
-
-
-def test_pushworld_policy_covers_pushing_walls_successes_and_idling():
-    env = gym.make("worldsim/PushWorld-v0")
-    policy, rng = PushWorldPolicy(), np.random.default_rng(0)
-    seen = {"success": 0, "block_moved": 0, "wall_contact": 0, "idle": 0}
-    for episode in range(30):
-        obs, info = env.reset(seed=episode)
-        policy.reset()
-        for _ in range(100):
-            obs, _, terminated, truncated, info = env.step(policy(env, obs, info, rng))
-            for key in ("success", "block_moved", "wall_contact"):
-                seen[key] += info[key]
-            seen["idle"] += info["action_text"] == "stay"
-            if terminated or truncated:
-                break
-    assert seen["success"] >= 6, seen  # the goal-seeking part succeeds on a good share of episodes
-    assert min(seen.values()) > 0, seen
-
-
-def test_pushworld_policy_speaks_text_mode():
-    env = PushWorld(action_mode="text")
-    obs, info = env.reset(seed=0)
-    policy, rng = PushWorldPolicy(), np.random.default_rng(0)
-    for _ in range(20):
-        action = policy(env, obs, info, rng)
-        assert action in PUSHWORLD_ACTIONS
-        obs, _, _, _, info = env.step(action)
 
 
 def test_record_pushworld_round_trip(tmp_path):
@@ -133,16 +110,139 @@ def test_discrete_env_without_names_gets_action_i(tmp_path):
     assert named.vocabulary == names and set(named.episode(0).actions) <= set(names)
 
 
-def test_record_cartpole(tmp_path):
-    pytest.importorskip("pygame", reason="CartPole renders with pygame")
-    ds = Dataset(record_dataset("CartPole-v1", 3, tmp_path / "ds", max_steps=5, progress=False))
-    assert ds.frame_size == (400, 600) and ds.vocabulary == ["action 0", "action 1"]
-    assert all(set(ep.actions) <= {"action 0", "action 1"} and len(ep.frames) <= 6 for ep in ds)
+def worldsim(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "worldsim.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_record_box_env_from_gymnasium_through_the_cli(tmp_path):
+    pytest.importorskip("pygame", reason="classic-control envs render with pygame (the dev extra installs it)")
+    proc = worldsim("record", "--env", "Pendulum-v1", "--episodes", "2", "--max-steps", "6", "--size", "16",
+                    "--seed", "3", "--out", str(tmp_path / "ds"))
+    assert proc.returncode == 0, proc.stderr
+    assert "actions: vector, d=1, bounds [-2, 2]" in proc.stdout
+    ds = Dataset(tmp_path / "ds")
+    assert ds.action_spec == ActionSpec.vector([-2.0], [2.0]) and ds.frame_size == (16, 16) and ds.fps == 30
+    assert ds.manifest["source"]["policy"] == "random" and ds.manifest["source"]["size"] == 16
+    for ep in ds:
+        assert ep.frames.shape == (7, 16, 16, 3) and ep.actions.shape == (6, 1) and ep.actions.dtype == np.float32
+        assert np.all(np.abs(ep.actions) <= 2.0)
+    again = Dataset(record_dataset("Pendulum-v1", 2, tmp_path / "again", max_steps=6, size=16, seed=3,
+                                   progress=False))  # seeded: the same actions and frames in process
+    for x, y in zip(ds, again, strict=True):
+        assert np.array_equal(x.actions, y.actions) and np.array_equal(x.frames, y.frames)
+    env = gym.make("Pendulum-v1")  # replaying the stored actions reproduces the rewards
+    env.reset(seed=3)
+    first = ds.episode(0)
+    assert [env.step(a)[1] for a in first.actions] == pytest.approx(first.rewards.tolist(), rel=1e-5)
+
+
+def test_record_discrete_env_from_gymnasium_through_the_cli(tmp_path):
+    pytest.importorskip("pygame", reason="classic-control envs render with pygame (the dev extra installs it)")
+    proc = worldsim("record", "--env", "CartPole-v1", "--episodes", "2", "--max-steps", "5", "--size", "16",
+                    "--out", str(tmp_path / "ds"))
+    assert proc.returncode == 0, proc.stderr
+    ds = Dataset(tmp_path / "ds")
+    assert ds.action_spec == ActionSpec.text(["action 0", "action 1"]) and ds.frame_size == (16, 16)
+    assert ds.fps == 50 and not ds.is_vector
+    assert all(set(ep.actions) <= {"action 0", "action 1"} and ep.frames.shape[1:] == (16, 16, 3) for ep in ds)
+    bad = worldsim("record", "--env", "CartPole-v1", "--episodes", "1", "--policy", "pushworld",
+                   "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and "unknown policy 'pushworld' for CartPole-v1 (it is a policy of the world " \
+        "'pushworld'" in bad.stderr and "['random']" in bad.stderr
+
+
+class Drift(gym.Env):
+    """A tiny real env with Box actions: a grey level that the 2-d action nudges; bounded or not."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
+
+    def __init__(self, render_mode: str | None = None, bounded: bool = True, shape: tuple[int, ...] = (2,)):
+        self.render_mode = render_mode
+        limit = 1.0 if bounded else np.inf
+        self.action_space = gym.spaces.Box(-limit, limit, shape, np.float32)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.level = 0.5
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.level = float(self.np_random.uniform())
+        return np.array([self.level], np.float32), {}
+
+    def step(self, action):
+        self.level = float(np.clip(self.level + 0.1 * np.sum(action), 0.0, 1.0))
+        return np.array([self.level], np.float32), 0.0, False, False, {}
+
+    def render(self):
+        return np.full((8, 8, 3), round(255 * self.level), np.uint8)
+
+
+def test_unbounded_box_needs_action_bounds(tmp_path):
+    env = Drift(render_mode="rgb_array", bounded=False)
+    with pytest.raises(WorldSimError, match=r"infinite bounds .* Fix: pass --action-low and --action-high"):
+        record_dataset(env, 1, tmp_path / "a", max_steps=3, progress=False)
+    ds = Dataset(record_dataset(env, 2, tmp_path / "b", max_steps=5, progress=False, action_low=-0.5,
+                                action_high=[0.5, 0.25]))
+    assert ds.action_spec == ActionSpec.vector([-0.5, -0.5], [0.5, 0.25])
+    for ep in ds:
+        assert ep.actions.shape == (5, 2) and np.all(ep.actions >= -0.5) and np.all(ep.actions[:, 1] <= 0.25)
+    with pytest.raises(WorldSimError, match=r"one value for all 2 components or 2 values; received \[0.0, 1.0, 2.0\]"):
+        record_dataset(env, 1, tmp_path / "c", action_low=[0, 1, 2], action_high=3, progress=False)
+    with pytest.raises(WorldSimError, match="bound Box actions; Lamp has a Discrete action space"):
+        record_dataset(Lamp(render_mode="rgb_array"), 1, tmp_path / "d", action_low=0, progress=False)
+
+
+def test_policy_leaving_the_bounds_is_a_dataset_error(tmp_path):
+    too_far = lambda env, obs, info, rng: np.array([0.5, 3.0], np.float32)
+    with pytest.raises(DatasetError, match=r"action at step 0 is \[0.5, 3.0\]: component 1 = 3 is outside"):
+        record_dataset(Drift(render_mode="rgb_array"), 1, tmp_path / "a", policy=too_far, max_steps=3,
+                       progress=False)
+
+
+def test_action_spaces_record_as_text_or_vectors_or_a_named_error():
+    assert action_spec_for(Drift()) == ActionSpec.vector([-1.0, -1.0], [1.0, 1.0])
+    assert action_spec_for(Lamp()) == ActionSpec.text(["action 0", "action 1", "action 2"])
+    assert action_spec_for(PushWorld(action_mode="text")) == ActionSpec.text(PUSHWORLD_ACTIONS)
+    with pytest.raises(WorldSimError, match=r"Box action space of shape \(2, 2\); worldsim records vector"):
+        action_spec_for(Drift(shape=(2, 2)))
+    lamp = Lamp()
+    lamp.action_space = gym.spaces.MultiDiscrete([2, 3])
+    with pytest.raises(WorldSimError, match="Lamp has a MultiDiscrete action space; worldsim records Discrete"):
+        action_spec_for(lamp)
+
+
+class Arcade(Lamp):
+    """A Discrete env that names its actions as Atari envs do."""
+
+    def get_action_meanings(self):
+        return ["NOOP", "FIRE", "UP"]
+
+
+def test_discrete_env_with_action_meanings_records_them(tmp_path):
+    ds = Dataset(record_dataset(Arcade(render_mode="rgb_array"), 2, tmp_path / "ds", max_steps=6, progress=False))
+    assert ds.vocabulary == ["NOOP", "FIRE", "UP"]
+    for ep in ds:
+        for t, phrase in enumerate(ep.actions):
+            assert ep.rewards[t] == ["NOOP", "FIRE", "UP"].index(phrase)
+
+
+def test_random_policy_samples_a_box_with_the_given_rng():
+    env = Drift()
+    draws = [RandomPolicy()(env, None, {}, np.random.default_rng(5)) for _ in range(2)]
+    assert np.array_equal(*draws) and draws[0].shape == (2,) and draws[0].dtype == np.float32
+    narrow = RandomPolicy([0.0, 0.0], [0.1, 0.1])(env, None, {}, np.random.default_rng(5))
+    assert np.all((narrow >= 0) & (narrow <= 0.1))
+    with pytest.raises(WorldSimError, match="unbounded; give it bounds"):
+        RandomPolicy()(Drift(bounded=False), None, {}, np.random.default_rng(0))
 
 
 def test_record_errors(tmp_path):
-    with pytest.raises(WorldSimError, match="unknown policy 'pushwrld'. Did you mean 'pushworld'"):
+    with pytest.raises(WorldSimError, match="unknown policy 'pushwrld' for worldsim/PushWorld-v0. Did you mean "
+                                            "'pushworld'"):
         record_dataset("worldsim/PushWorld-v0", 1, tmp_path / "a", policy="pushwrld", progress=False)
+    with pytest.raises(WorldSimError, match="could not make the env 'NoSuchEnv-v0'"):
+        record_dataset("NoSuchEnv-v0", 1, tmp_path / "e", progress=False)
     with pytest.raises(WorldSimError, match="render_mode=None.*render_mode='rgb_array'"):
         record_dataset(PushWorld(), 1, tmp_path / "b", progress=False)
     with pytest.raises(WorldSimError, match="episodes >= 1"):
@@ -209,62 +309,49 @@ def test_import_videos_unmatched_files_and_bad_lines(videos, tmp_path):
         import_videos(folder, jsonl, tmp_path / "ds")
 
 
-def _pressed_share(policy: PushWorldPolicy, episodes: int = 20) -> float:
-    """Share of steps with the block against a wall and the agent touching it."""
-    env = PushWorld()
-    rng, pressed, steps = np.random.default_rng(0), 0, 0
-    for episode in range(episodes):
-        obs, info = env.reset(seed=episode)
-        policy.reset()
-        for _ in range(120):
-            obs, _, terminated, _, info = env.step(policy(env, obs, info, rng))
-            w = env.unwrapped
-            at_wall = (w.block - w.block_half <= w.lo + 0.5).any() or (w.block + w.block_half >= w.hi - 0.5).any()
-            touching = np.abs(w.agent - w.block).max() <= w.block_half + w.agent_radius + 1.0
-            pressed += bool(at_wall and touching)
-            steps += 1
-            if terminated:
-                break
-    return pressed / steps
 
 
-def test_press_segments_push_the_block_into_walls_and_hold_it_there():
-    plain, walls = _pressed_share(PushWorldPolicy()), _pressed_share(PushWorldPolicy(press=0.2))
-    assert walls > 3 * plain and walls > 0.03, (plain, walls)
+def test_import_videos_with_numeric_actions(videos, tmp_path, caplog):
+    folder, jsonl = videos
+    lines = [{"video": "red.mp4", "actions": [[0.1 * t, -0.3] for t in range(5)]},
+             {"video": "blue.mp4", "actions": [[-0.2, -0.3], [0.0, -0.3], [0.25, -0.3]]}]
+    jsonl.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    with caplog.at_level("INFO", logger="worldsim.record"):
+        ds = Dataset(import_videos(folder, jsonl, tmp_path / "data"))
+    assert "bounds are the data's min/max" in caplog.text
+    # the constant second component gets a unit margin either side: bounds need low < high
+    assert ds.action_spec == ActionSpec.vector([-0.2, -1.3], [0.4, 0.7])
+    assert ds.manifest["source"]["action_bounds"]["from"] == "data"
+    red = ds.episode(0)
+    assert red.actions.dtype == np.float32 and np.allclose(red.actions, lines[0]["actions"])
+    proc = worldsim("record", "--import-videos", str(folder), "--actions", str(jsonl), "--size", "16",
+                    "--action-low", "-1", "--action-high", "1", "--out", str(tmp_path / "given"))
+    assert proc.returncode == 0, proc.stderr
+    given = Dataset(tmp_path / "given")
+    assert given.action_spec == ActionSpec.vector([-1.0, -1.0], [1.0, 1.0]) and given.frame_size == (16, 16)
+    assert given.manifest["source"]["action_bounds"] == {"from": "given", "low": [-1.0, -1.0], "high": [1.0, 1.0]}
+    narrow = r"red\.mp4: episode ep_000000\.npz: the action at step 0 is \[0\.0, -0\.3\]: component 1 = -0\.3"
+    with pytest.raises(DatasetError, match=narrow + r" is outside its bounds \[-0\.1, 0\.1\]"):
+        import_videos(folder, jsonl, tmp_path / "narrow", action_low=-0.1, action_high=0.1)
 
 
-def _off_centre_pushes(policy: PushWorldPolicy, episodes: int = 30) -> tuple[int, int]:
-    """(pushes, pushes with the agent more than 3 px off the block's centre line) over some episodes."""
-    env = PushWorld(action_mode="text")
-    rng, pushes, off = np.random.default_rng(0), 0, 0
-    for episode in range(episodes):
-        obs, info = env.reset(seed=episode)
-        policy.reset()
-        for _ in range(120):
-            before = env.block.copy()
-            obs, _, terminated, _, info = env.step(policy(env, obs, info, rng))
-            # a push, not a slide: the block moved a full push (3.3 px) this step
-            if np.isclose(np.abs(env.block - before).max(), env.agent_step * env.push_gain):
-                axis = int(np.argmax(np.abs(env.block - before)))
-                pushes += 1
-                off += abs(env.agent[1 - axis] - env.block[1 - axis]) > 3.0
-            if terminated:
-                break
-    return pushes, off
-
-
-def test_clip_segments_push_the_block_off_its_centre_line():
-    (plain, plain_off), (clips, clips_off) = _off_centre_pushes(PushWorldPolicy()), \
-        _off_centre_pushes(PushWorldPolicy(clip=0.3))
-    assert clips_off > 2 * plain_off and clips_off / clips > plain_off / plain, (plain, plain_off, clips, clips_off)
-
-
-def test_press_share_is_checked_and_the_cli_offers_every_policy(tmp_path):
-    with pytest.raises(WorldSimError, match="press"):
-        PushWorldPolicy(press=1.0)
-    with pytest.raises(WorldSimError, match="together below 1; got press=0.5, clip=0.5"):
-        PushWorldPolicy(press=0.5, clip=0.5)
-    assert sorted(POLICIES) == RECORD_POLICIES
-    ds = Dataset(record_dataset("worldsim/PushWorld-v0", 2, tmp_path / "w", policy="pushworld-walls", max_steps=6,
-                                progress=False))
-    assert ds.manifest["source"]["policy"] == "pushworld-walls" and len(ds) == 2
+def test_import_videos_refuses_mixed_or_odd_actions(videos, tmp_path):
+    folder, jsonl = videos
+    mixed = [{"video": "red.mp4", "actions": [[0.1], [0.2], [0.3], [0.4], [0.5]]},
+             {"video": "blue.mp4", "actions": ["stay", [0.1], "stay"]}]
+    jsonl.write_text("\n".join(json.dumps(x) for x in mixed) + "\n")
+    with pytest.raises(DatasetError, match=r"video blue\.mp4, step 0: a text action, but video red\.mp4 step 0 "
+                                           r"holds a vector one"):
+        import_videos(folder, jsonl, tmp_path / "a")
+    mixed[1]["actions"] = [[0.1, 0.2], [0.1], [0.1]]
+    jsonl.write_text("\n".join(json.dumps(x) for x in mixed) + "\n")
+    with pytest.raises(DatasetError, match="a numeric action of 2 values, but earlier ones have 1"):
+        import_videos(folder, jsonl, tmp_path / "b")
+    mixed[1]["actions"] = [0.1, 0.2, 0.3]
+    jsonl.write_text("\n".join(json.dumps(x) for x in mixed) + "\n")
+    with pytest.raises(DatasetError, match=r"action 0\.1 is neither a phrase nor a list of numbers.*\[0\.5\]"):
+        import_videos(folder, jsonl, tmp_path / "c")
+    text = [{"video": "red.mp4", "actions": ["stay"] * 5}, {"video": "blue.mp4", "actions": ["stay"] * 3}]
+    jsonl.write_text("\n".join(json.dumps(x) for x in text) + "\n")
+    with pytest.raises(DatasetError, match="bound numeric actions; .* has text actions"):
+        import_videos(folder, jsonl, tmp_path / "d", action_high=1.0)

@@ -13,8 +13,8 @@ from typing import Any
 
 from .errors import WorldSimError
 
-# The names of worldsim.record.POLICIES, listed here so that building the parser does not import gymnasium.
-RECORD_POLICIES = ["pushworld", "pushworld-contacts", "pushworld-walls", "random"]
+# `record --policy` is free text checked at run time against "random" and the policies of the env's world in
+# the registry (worldsim.worlds), so plug-in worlds add theirs and building the parser imports no gymnasium.
 
 # Subcommands whose arguments and handler live in their own module: `add_arguments(parser)` and `run(args) -> int`.
 MODULE_COMMANDS = {
@@ -88,7 +88,8 @@ def _record(args: argparse.Namespace) -> int:
             args.subparser.error("--import-videos needs --actions FILE.jsonl")
         from .record import import_videos
 
-        path = import_videos(args.import_videos, args.actions, args.out, size=args.size, overwrite=args.overwrite)
+        path = import_videos(args.import_videos, args.actions, args.out, size=args.size, overwrite=args.overwrite,
+                             action_low=args.action_low, action_high=args.action_high)
     else:
         if args.episodes is None:
             args.subparser.error("--env needs --episodes N")
@@ -96,12 +97,15 @@ def _record(args: argparse.Namespace) -> int:
 
         path = record_dataset(args.env, args.episodes, args.out, policy=args.policy, seed=args.seed,
                               max_steps=args.max_steps, overwrite=args.overwrite,
-                              after_end=args.after_end)
+                              after_end=args.after_end, size=args.size, action_low=args.action_low,
+                              action_high=args.action_high)
     from .dataset import Dataset
 
     data = Dataset(path)
     h, w = data.frame_size
     print(f"wrote {path}: {len(data)} episodes, {sum(data.episode_lengths)} frames of {h}×{w} at {data.fps:g} fps")
+    if data.has_actions:
+        print(f"actions: {data.action_spec.describe()}")
     return 0
 
 
@@ -180,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     p.add_argument("--env", help="registered env id, e.g. worldsim/PushWorld-v0 (needs --episodes)")
     p.add_argument("--episodes", type=_positive_int, help="episodes to record")
-    p.add_argument("--policy", choices=RECORD_POLICIES,
-                   help="data policy (default: pushworld for PushWorld, else random; pushworld-walls adds "
-                        "segments that press the block into a wall, pushworld-contacts also segments that clip "
-                        "its corner)")
+    p.add_argument("--policy", metavar="NAME",
+                   help="data policy: 'random' (any env) or one of the env's world (PushWorld: pushworld, "
+                        "pushworld-walls adds segments that press the block into a wall, pushworld-contacts also "
+                        "segments that clip its corner); default: the world's own, else random")
     p.add_argument("--seed", type=int, default=0, help="base seed: episode i resets with seed+i (default: 0)")
     p.add_argument("--max-steps", type=_positive_int, help="cap on steps per episode (default: the env's limit)")
     p.add_argument("--after-end", type=int, default=0, metavar="N",
@@ -191,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import-videos", metavar="DIR", help="folder of videos to import instead of recording")
     p.add_argument("--actions", metavar="FILE.jsonl",
                    help='with --import-videos: one {"video", "actions", "caption"} object per line')
-    p.add_argument("--size", type=_positive_int, help="with --import-videos: resize frames to SIZE×SIZE")
+    p.add_argument("--size", type=_positive_int,
+                   help="resize frames to SIZE×SIZE (area averaging): the env's renders, or the imported videos")
+    p.add_argument("--action-low", type=float, nargs="+", metavar="X",
+                   help="lower bound of vector actions: one value for every component or one per component "
+                        "(a Box env with infinite bounds; numeric --import-videos actions, else their min)")
+    p.add_argument("--action-high", type=float, nargs="+", metavar="X",
+                   help="upper bound of vector actions, as --action-low (numeric imports: else their max)")
     p.set_defaults(handler=_record)
 
     p = add("serve", "serve a model over the ZeroMQ bridge (control ROUTER on PORT, frame PUB on PORT+1)")

@@ -61,3 +61,31 @@ def read_actions_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
                                f'"caption": "..."}}, got {line[:80]!r}.')
         rows.append(row)
     return rows
+
+
+def actions_of_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> list[list[Any]]:
+    """Each row's actions, checked to be all phrases (str) or all numeric vectors of one length d (lists of
+    numbers); DatasetError naming the video and step of the first action that breaks the rule."""
+    kind: tuple[str, str, int] | None = None  # (kind, video, step) of the first action seen
+    dim = 0
+    for row in rows:
+        for t, action in enumerate(row["actions"]):
+            where = f"{path}: video {row['video']}, step {t}"
+            if isinstance(action, str):
+                this = "text"
+            elif isinstance(action, list) and action and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in action):
+                this = "vector"
+                if kind is not None and kind[0] == "vector" and len(action) != dim:
+                    raise DatasetError(f"{where}: a numeric action of {len(action)} values, but earlier ones have "
+                                       f"{dim}; every vector action needs the same length.")
+                dim = len(action)
+            else:
+                raise DatasetError(f"{where}: action {action!r} is neither a phrase nor a list of numbers; write "
+                                   'phrases ("move left") or vectors ([0.1, -0.3]); a single number is [0.5].')
+            if kind is None:
+                kind = (this, row["video"], t)
+            elif kind[0] != this:
+                raise DatasetError(f"{where}: a {this} action, but video {kind[1]} step {kind[2]} holds a "
+                                   f"{kind[0]} one; a dataset's actions are all phrases or all numeric vectors.")
+    return [list(row["actions"]) for row in rows]
