@@ -125,14 +125,16 @@ def check_vector_actions(actions: Any, spec: ActionSpec, where: str) -> np.ndarr
         t = int(np.argmax(bad.any(axis=1)))
         raise DatasetError(f"{where}: the action at step {t} is {arr[t].tolist()}; expected finite values.")
     lo, hi = np.asarray(spec.low), np.asarray(spec.high)
-    outside = (arr < lo) | (arr > hi)
+    # compared as stored (float32): a value on a bound stays on it, not one float32 rounding past it
+    stored = arr.astype(np.float32)
+    outside = (stored < lo.astype(np.float32)) | (stored > hi.astype(np.float32))
     if outside.any():
         t = int(np.argmax(outside.any(axis=1)))
         i = int(np.argmax(outside[t]))
         raise DatasetError(f"{where}: the action at step {t} is {arr[t].tolist()}: component {i} = {arr[t, i]:g} "
                            f"is outside its bounds [{lo[i]:g}, {hi[i]:g}]. Fix: clip the actions into the bounds, "
                            f"or write the dataset with wider bounds in its action spec.")
-    return arr.astype(np.float32)
+    return stored
 
 
 def spec_dump(spec: ActionSpec | None, vocabulary: Sequence[str]) -> dict[str, Any]:
