@@ -1,4 +1,4 @@
-"""`worldsim demo`: imagine PushWorld beside the real world; write an mp4, a filmstrip and a summary."""
+"""`worldsim demo`: imagine a world (PushWorld by default) beside the real one; write an mp4, a filmstrip, a summary."""
 
 from __future__ import annotations
 
@@ -14,65 +14,80 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from . import worlds
 from .config import PRESETS
-from .errors import CheckpointError, WorldSimError, suggest
+from .errors import WorldSimError
 from .world_model import WorldModel, bundled_models
 
 DEFAULT_MODEL = "pushworld-64"
-# One lap of the room, then a pause; cycled or truncated to the number of steps.
-SCRIPT = ("move right",) * 8 + ("move down",) * 8 + ("move left",) * 8 + ("move up",) * 8 + ("stay",) * 8
+DEFAULT_WORLD = "pushworld"  # for models whose meta.json names no env
 VIDEO_FPS = 16
 VIDEO_SCALE = 4
 FILMSTRIP_COLUMNS = 8
 
 
 def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> tuple[WorldModel, str | None]:
-    """Resolve a model for the CLI: a checkpoint directory, a bundled name, or a preset name (untrained).
+    """`WorldModel.load` (a checkpoint directory, a bundled name, or a preset name: untrained) for the CLI.
 
     Returns (model, note); the note says plainly when the model is untrained, else None.
     Any other name raises CheckpointError (with a suggestion for a misspelt name).
     """
-    name = str(name_or_path)
-    if Path(name).exists() or name in bundled_models():
-        wm = WorldModel.from_pretrained(name_or_path)
-        if wm.meta.get("trained", True) is False:
-            return wm, f"NOTE: checkpoint {name!r} is marked untrained in its meta.json; its frames are noise-like."
+    wm = WorldModel.load(name_or_path, seed=seed)
+    if wm.meta.get("trained", True) is not False:
         return wm, None
-    if name in PRESETS:
-        return WorldModel.from_config(name, seed=seed), (
-            f"NOTE: {name!r} is a preset, not a trained checkpoint: a freshly initialised (untrained) model — "
-            "its frames are noise-like by design.")
-    if os.sep not in name and (os.altsep or os.sep) not in name:
-        known = sorted({*bundled_models(), DEFAULT_MODEL, *PRESETS})
-        bundled = ", ".join(bundled_models()) or "none in this install"
-        raise CheckpointError(
-            f"no checkpoint directory, bundled model or preset named {name!r}.{suggest(name, known)} Fix: pass a "
-            f"checkpoint directory written by WorldModel.save, a bundled model ({bundled}) or a preset "
-            f"({', '.join(PRESETS)}; untrained).")
-    return WorldModel.from_pretrained(name_or_path), None  # raises CheckpointError naming the problem
+    name = str(name_or_path)
+    if name in PRESETS and not Path(name).exists() and name not in bundled_models():
+        return wm, (f"NOTE: {name!r} is a preset, not a trained checkpoint: a freshly initialised (untrained) model — "
+                    "its frames are noise-like by design.")
+    return wm, f"NOTE: checkpoint {name!r} is marked untrained in its meta.json; its frames are noise-like."
 
 
-def scripted_actions(steps: int) -> list[str]:
-    """The demo's action sequence: SCRIPT cycled or truncated to `steps` actions."""
-    return [SCRIPT[i % len(SCRIPT)] for i in range(steps)]
+def demo_world(wm: WorldModel) -> worlds.World:
+    """The world a model's demo plays: the one its meta.json `env_id` names, else PushWorld; it must offer a demo
+    script (`extras["demo_script"]`, the phrases the demo cycles)."""
+    env_id = wm.meta.get("env_id") or DEFAULT_WORLD
+    world = worlds.get(str(env_id))
+    if not world.extras.get("demo_script"):
+        raise WorldSimError(f"the world {world.name!r} (env {world.env_id}) has no demo script, so `worldsim demo` "
+                            "cannot drive it. Fix: register it with extras={'demo_script': (phrase, ...)}.")
+    return world
 
 
-def _world_frames(size: tuple[int, int], actions: list[str], seed: int) -> np.ndarray:
-    """The real PushWorld under `actions`: uint8 (T+1, H, W, 3) at the model's frame size.
+def scripted_actions(steps: int, world: worlds.World | None = None) -> list[Any]:
+    """The demo's action sequence: the world's demo script (default PushWorld's: one lap of the room, then a
+    pause) cycled or truncated to `steps` actions."""
+    script = (world or worlds.get(DEFAULT_WORLD)).extras["demo_script"]
+    return [script[i % len(script)] for i in range(steps)]
 
-    PushWorld draws at ≥ 32 px; smaller (test) models get a 64 px world resized with area averaging.
+
+def _world_frames(world: worlds.World, size: tuple[int, int], actions: list[Any], seed: int) -> np.ndarray:
+    """The real world under `actions`: uint8 (T+1, H, W, 3) at the model's frame size.
+
+    The world draws at the model's size where it can; where it cannot (PushWorld needs ≥ 32 px, test models are
+    16 px) it draws at its own size, resized with area averaging.
     """
-    from worldsim.envs.pushworld import PushWorld
-
     h, w = size
-    side = h if h == w and h >= 32 else 64
-    env = PushWorld(render_mode="rgb_array", size=side, action_mode="text")
-    first, _ = env.reset(seed=seed)
-    frames = [first] + [env.step(a)[0] for a in actions]
-    env.close()
-    if (side, side) != (h, w):
-        frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+    make = world.make_env or (lambda **kw: _gym_make(world.env_id))
+    try:
+        env = make(size=h, action_mode="text") if h == w else make(action_mode="text")
+    except (ValueError, WorldSimError):
+        env = make(action_mode="text")
+    try:
+        env.reset(seed=seed)
+        frames = [env.render()]
+        for a in actions:
+            env.step(a)
+            frames.append(env.render())
+    finally:
+        env.close()
+    frames = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
     return np.stack(frames)
+
+
+def _gym_make(env_id: str) -> Any:
+    import gymnasium as gym  # here: loading a model for the CLI needs no gymnasium
+
+    return gym.make(env_id, render_mode="rgb_array")
 
 
 def _observed_bits(wm: WorldModel, real: np.ndarray, actions: list[str], seed: int) -> np.ndarray:
@@ -155,7 +170,8 @@ def _table(rows: list[dict[str, Any]], every: int) -> list[str]:
 
 def run_demo(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODEL, steps: int = 48, seed: int = 0,
              progress: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Imagine `steps` PushWorld frames under a scripted action sequence, next to the real world's frames.
+    """Imagine `steps` frames under the world's scripted actions, next to the real world's frames. The world is the
+    one the model's meta.json `env_id` names in the registry (worldsim.worlds), else PushWorld.
 
     Args:
         out_dir: folder for rollout.mp4, filmstrip.png and summary.json (created if missing).
@@ -180,8 +196,9 @@ def run_demo(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODE
     if note:
         say(note)
     say(f"model: {wm!r}")
-    actions = scripted_actions(steps)
-    real = _world_frames((cfg.height, cfg.width), actions, seed)
+    world = demo_world(wm)
+    actions = scripted_actions(steps, world)
+    real = _world_frames(world, (cfg.height, cfg.width), actions, seed)
 
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=steps, desc="demo", unit="frame", disable=not (progress and sys.stderr.isatty()))
@@ -203,7 +220,7 @@ def run_demo(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODE
     bits = np.array([r["bits_per_dim"] for r in rows])
     space = cfg.likelihood_space
     trained = note is None
-    title = f"{cfg.name}{'' if trained else ' (untrained)'} — imagined vs real PushWorld, seed {seed}"
+    title = f"{cfg.name}{'' if trained else ' (untrained)'} — imagined vs real {world.name}, seed {seed}"
     files = {"video": out / "rollout.mp4", "filmstrip": out / "filmstrip.png", "summary": out / "summary.json"}
     _write_video(files["video"], imagined, real)
     _write_filmstrip(files["filmstrip"], imagined, real, bits, real_bits, space, title)
@@ -213,7 +230,7 @@ def run_demo(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODE
     say(f"{steps} frames in {rollout_s:.2f} s: {fps:.1f} frames/s ({fps / cfg.fps:.2f}× real time at {cfg.fps} fps); "
         f"mean {space[:-1]} bits/dim imagined {bits.mean():.3f}, real frames observed {real_bits.mean():.3f}")
     summary: dict[str, Any] = {
-        "model": str(model), "model_name": cfg.name, "trained": trained, "note": note,
+        "model": str(model), "model_name": cfg.name, "trained": trained, "note": note, "world": world.name,
         "likelihood_space": space, "frame_size": [cfg.height, cfg.width], "seed": seed, "steps": steps,
         "rollout_seconds": rollout_s, "frames_per_second": fps, "total_seconds": time.perf_counter() - t_start,
         "mean_bits_per_dim": float(bits.mean()), "real_bits_per_dim": real_bits.tolist(),
