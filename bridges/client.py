@@ -118,13 +118,26 @@ class RemoteWorldModel:
 
     # ----- API ------------------------------------------------------------------------------------------------
     def hello(self) -> dict[str, Any]:
-        """Protocol version and model description (height, width, fps, actions, likelihood_space, limits)."""
+        """Protocol version and model description (height, width, fps, actions, likelihood_space, frame_stream,
+        limits)."""
         self._hello = self.call("hello")[0]
         return self._hello
 
     def info(self) -> dict[str, Any]:
-        """Model description plus the number of sessions this client holds."""
+        """Model description plus the number of sessions this client holds (`sessions`) and all clients hold
+        (`server_sessions`)."""
         return self.call("info")[0]
+
+    @property
+    def frame_stream(self) -> str | None:
+        """The endpoint of the server's frame stream, for `FrameSubscriber` (None: the server has none). A server
+        bound to every interface reports host 0.0.0.0 (or *): this client's host is used instead."""
+        stream = (self._hello or self.hello()).get("frame_stream")
+        if stream is None:
+            return None
+        host = self.address.rsplit(":", 1)[0]
+        endpoint = stream["endpoint"]
+        return f"{host}:{stream['port']}" if endpoint.startswith(("tcp://0.0.0.0:", "tcp://*:")) else endpoint
 
     def ping(self) -> float:
         """Round-trip time in seconds."""
@@ -175,7 +188,8 @@ class RemoteSession:
     def __init__(self, client: RemoteWorldModel, token: str, stream: str | None = None,
                  reward_fn: Callable[[np.ndarray, str], float] | None = None) -> None:
         self.client, self.token = client, token
-        self.stream = stream  # topic id of this session's frames on the server's PUB stream
+        # Topic id of this session's frames on the server's stream; on a private stream, whoever knows it can watch.
+        self.stream = stream
         self.reward_fn = reward_fn
         self.seq = 0
         self.closed = False
@@ -232,7 +246,8 @@ class RemoteSession:
 
 
 class FrameSubscriber:
-    """Receives the frames a BridgeServer publishes (`pub_address`), of one session's `stream` or of all.
+    """Receives the frames a BridgeServer publishes (`pub_address`), of one session's `stream` or, from a server whose
+    stream is not private, of all (stream=None).
 
     PUB/SUB drops messages for slow or late subscribers: use it for display, not for bookkeeping.
     """

@@ -216,7 +216,7 @@ class Ops:
             elif msg[:1] == b"\x00":
                 self._pub.setsockopt(zmq.UNSUBSCRIBE, msg[1:])
             elif msg[:1] == b"\x01":
-                log.info("bridge: frame stream subscription to %r refused (not an open session's topic)", msg[1:40])
+                log.debug("bridge: frame stream subscription to %r refused (no open session has that topic)", msg[1:40])
 
     def _op_observe(self, entry, args, arrays):
         (frame,) = self._frames(arrays, 1, "observe needs the frame as one uint8 (H, W, 3) buffer")

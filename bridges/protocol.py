@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgpack
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from worldsim.errors import WorldSimError, suggest
 
@@ -18,6 +18,9 @@ DTYPES = {"uint8": np.dtype("<u1"), "float32": np.dtype("<f4"), "int64": np.dtyp
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BUFFERS = 8
 MAX_NDIM = 8
+MAX_TAG_BYTES = 8 * 1024  # a step's tag, packed: it travels back in the reply and on the frame stream
+MAX_ACTION_CHARS = 1000  # an action text (echoed on the frame stream)
+MAX_MESSAGE_CHARS = 2000  # an error message is cut to this (it may quote what the client sent)
 
 
 class BridgeError(WorldSimError):
@@ -76,15 +79,19 @@ class Reply(_Strict):
         return self
 
 
-# Op arguments, validated by the server (strict types: "1" is not an int).
+# Op arguments, validated by the server (strict types: "1" is not an int; an int is accepted for a float).
+Action = Annotated[str, StringConstraints(max_length=MAX_ACTION_CHARS)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class CreateArgs(_Strict):
     seed: int = Field(0, ge=-(2**63), lt=2**64, description="Seeds the session's generator.")
     sampler: str = Field("jacobi", description="'jacobi' or 'sequential'.")
-    guidance: float = Field(0.0, description="Classifier-free guidance weight.")
-    temperature: float = Field(1.0, description="Scale of the sampling noise.")
-    tol: float = Field(1e-4, description="Jacobi tolerance.")
-    max_iter: int | None = Field(None, description="Jacobi iteration cap.")
-    chunk: int | None = Field(None, description="Jacobi chunk length in tokens.")
+    guidance: Finite = Field(0.0, description="Classifier-free guidance weight.")
+    temperature: Finite = Field(1.0, description="Scale of the sampling noise.")
+    tol: Finite = Field(1e-4, description="Jacobi tolerance.")
+    max_iter: int | None = Field(None, ge=1, description="Jacobi iteration cap.")
+    chunk: int | None = Field(None, ge=1, description="Jacobi chunk length in tokens.")
     denoise: str = Field("learned", description="'learned', 'tweedie' or 'none'.")
     context: str = Field("sample", description="'sample' or 'frame'.")
     strict_actions: bool = Field(True, description="Reject actions outside the vocabulary.")
@@ -94,21 +101,22 @@ class CreateArgs(_Strict):
 
 class ResetArgs(_Strict):
     prompt: str | None = Field(None, description="Imagine frame 0 from this text (when no frames buffer).")
-    actions: list[str | None] | None = Field(None, description="t0-1 actions between the given frames.")
+    actions: list[Action | None] | None = Field(None, description="t0-1 actions between the given frames.")
 
 
 class StepArgs(_Strict):
-    action: str = Field(..., description="Text action.")
+    action: Action = Field(..., description="Text action.")
     tag: dict[str, Any] | None = Field(None, description="Client data (e.g. pose, time) echoed in the reply and "
-                                       "the frame stream, so an AR/VR client can reproject the frame.")
+                                       "the frame stream, so an AR/VR client can reproject the frame; at most "
+                                       f"{MAX_TAG_BYTES} bytes as msgpack.")
 
 
 class ObserveArgs(_Strict):
-    action: str | None = Field(None, description="Action that led to the observed frame.")
+    action: Action | None = Field(None, description="Action that led to the observed frame.")
 
 
 class ScoreArgs(_Strict):
-    actions: list[str | None] | None = Field(None, description="T-1 actions of the clip.")
+    actions: list[Action | None] | None = Field(None, description="T-1 actions of the clip.")
     prompt: str | None = Field(None, description="Scene prompt.")
     noise_draws: int = Field(0, ge=0, le=64, description="0: clean tokens; k: average over k noise draws.")
     seed: int = Field(0, ge=-(2**63), lt=2**64, description="Seed of the noise draws.")
@@ -129,12 +137,19 @@ ARGS: dict[str, type[_Strict]] = {"hello": NoArgs, "create": CreateArgs, "reset"
 
 
 def parse_args(op: str, args: dict[str, Any], request_id: int | None = None) -> Any:
-    """Validate a request's `args` against its op's schema, or raise BridgeError('bad_request')."""
+    """Validate a request's `args` against its op's schema, or raise BridgeError('bad_request'; 'too_large' for a
+    step's tag over MAX_TAG_BYTES)."""
     try:
-        return ARGS[op].model_validate(args)
+        parsed = ARGS[op].model_validate(args)
     except ValidationError as e:
         raise BridgeError("bad_request", f"{op}: invalid args {_short(args)}: {_errors(e)}. "
                           f"Expected fields: {sorted(ARGS[op].model_fields)}.", request_id) from None
+    if op == "step" and parsed.tag is not None:
+        size = len(msgpack.packb(parsed.tag, use_bin_type=True))  # decoded from msgpack, so it packs again
+        if size > MAX_TAG_BYTES:
+            raise BridgeError("too_large", f"step: tag of {size} bytes as msgpack; at most {MAX_TAG_BYTES}. Fix: "
+                              "send a small tag (a pose and a time); keep bulk data out of it.", request_id)
+    return parsed
 
 
 # ----- codec ----------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""`BridgeServer`: serves a WorldModel's sessions over ZeroMQ (ROUTER socket); bad input gets an error reply."""
+"""`BridgeServer`: serves a WorldModel's sessions over ZeroMQ (ROUTER socket). Every request gets a reply (an error
+at worst), a failed op leaves its session as it was, and the server keeps serving."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -9,23 +11,26 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import numpy as np
 import zmq
 
 from worldsim.errors import ConfigError, InvalidAction, InvalidFrames, SessionStateError, WorldSimError
+from worldsim.session import batch_key, step_sessions
 from worldsim.world_model import WorldModel
 
 from .auth import as_key, curve_server, start_authenticator
-from .batching import batch_key, step_together
 from .ops import Entry, Ops, error_reply, ok_reply
 from .protocol import SESSION_OPS, BridgeError, Request, decode, encode, parse_args
 
 log = logging.getLogger(__name__)
 
-# WorldSimError subclasses → stable error codes (anything else from the model is "worldsim_error").
+# WorldSimError subclasses → stable error codes (anything else from the model is "worldsim_error"; any other
+# exception is a server bug: "internal", logged with its traceback).
 CODES: tuple[tuple[type[Exception], str], ...] = (
     (BridgeError, ""), (InvalidFrames, "invalid_frames"), (InvalidAction, "invalid_action"),
     (SessionStateError, "session_state"), (ConfigError, "bad_config"), (WorldSimError, "worldsim_error"))
+CHANGES_SESSION = ("reset", "step", "observe")  # ops rolled back when they fail
 
 
 @dataclass
@@ -37,6 +42,7 @@ class _Job:
     args: Any
     arrays: list[np.ndarray]
     entry: Entry
+    digest: bytes  # of op, args and buffers: a reused seq must carry the same request
 
 
 class BridgeServer(Ops):
@@ -47,10 +53,18 @@ class BridgeServer(Ops):
         address: a ZeroMQ endpoint ("tcp://127.0.0.1:0" picks a free port) or a port number (loopback).
         max_message_bytes: largest request (all frames together); larger ones get "too_large".
         max_sessions_per_client: open sessions one client identity may hold.
+        max_sessions: open sessions of all clients together (bounds memory: a new ZeroMQ identity per connection
+            gets round the per-client limit). At the cap a `create`/`fork` closes the longest-idle session if it
+            has been idle `evict_idle_s`, else it is refused with "busy".
+        evict_idle_s: how long a session must have been idle before a full server closes it for a new one; None:
+            never, a full server answers "busy" until sessions close or expire.
         idle_timeout_s: sessions unused this long are closed.
         max_frames_per_request: most frames a reset or score buffer may hold.
         pub_address: optional endpoint (or loopback port) of a PUB socket that publishes every generated frame on
             topic "frames.<stream>" (see PROTOCOL.md, "Frame stream"); None: no stream.
+        private_stream: True: a subscriber receives only the sessions whose `stream` id it subscribes to exactly (ids
+            are random and told only to each session's owner); False: any subscriber may subscribe to "frames." and
+            read every session's frames and tags.
         batch_window_ms: dynamic batching: after a `step` arrives, wait up to this long for `step`s of other
             sessions that can share its forward pass (same settings, same number of frames), then run them as one
             batched pass. Results are the same as stepping alone. It never waits when no other open session could
@@ -60,6 +74,7 @@ class BridgeServer(Ops):
             sockets encrypt, and clients must know `curve_public_key`. None: no encryption.
         allowed_client_keys: with CURVE, the public keys of the clients allowed to connect (others get no
             connection, so their requests time out); None: any client that knows the server's public key.
+        name: the served model's name for `hello` ("served"), e.g. the bundled model's; None: the preset name.
     """
 
     def __init__(self, model: WorldModel, address: str | int = "tcp://127.0.0.1:0",
@@ -67,15 +82,24 @@ class BridgeServer(Ops):
                  idle_timeout_s: float = 300.0, max_frames_per_request: int = 1024,
                  pub_address: str | int | None = None, batch_window_ms: float = 2.0, max_batch: int = 32,
                  curve_secret_key: str | bytes | None = None, curve_public_key: str | bytes | None = None,
-                 allowed_client_keys: list[str | bytes] | None = None) -> None:
+                 allowed_client_keys: list[str | bytes] | None = None, max_sessions: int = 256,
+                 evict_idle_s: float | None = 60.0, private_stream: bool = False, name: str | None = None) -> None:
         self.model = model
+        self.name = name or model.config.name
         self.address = f"tcp://127.0.0.1:{address}" if isinstance(address, int) else address
+        if min(max_message_bytes, max_sessions_per_client, max_sessions, max_frames_per_request) < 1 or not (
+                idle_timeout_s > 0 and (evict_idle_s is None or evict_idle_s >= 0)):
+            raise ConfigError("limits must be positive: max_message_bytes, max_sessions_per_client, max_sessions, "
+                              "max_frames_per_request ≥ 1, idle_timeout_s > 0, evict_idle_s ≥ 0 or None; received "
+                              f"{max_message_bytes}, {max_sessions_per_client}, {max_sessions}, "
+                              f"{max_frames_per_request}, {idle_timeout_s}, {evict_idle_s}.")
         self.max_message_bytes = max_message_bytes
-        self.max_sessions_per_client = max_sessions_per_client
-        self.idle_timeout_s = idle_timeout_s
+        self.max_sessions_per_client, self.max_sessions = max_sessions_per_client, max_sessions
+        self.idle_timeout_s, self.evict_idle_s = idle_timeout_s, evict_idle_s
         self.max_frames_per_request = max_frames_per_request
         self.pub_address = f"tcp://127.0.0.1:{pub_address}" if isinstance(pub_address, int) else pub_address
-        if batch_window_ms < 0 or max_batch < 1:
+        self.private_stream = private_stream
+        if not batch_window_ms >= 0 or max_batch < 1:
             raise ConfigError(f"need batch_window_ms ≥ 0 and max_batch ≥ 1; received {batch_window_ms}, {max_batch}.")
         self.batch_window_s, self.max_batch = batch_window_ms / 1000, max_batch
         self.batching = {"passes": 0, "batched_steps": 0, "steps": 0, "largest": 0}  # see PROTOCOL.md, `info`
@@ -116,8 +140,11 @@ class BridgeServer(Ops):
             self._endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
             log.info("bridge server listening on %s", self._endpoint)
             if self.pub_address is not None:
-                self._pub = self._ctx.socket(zmq.PUB)
+                # A private stream is an XPUB that applies only the subscriptions it accepts (see Ops._subscriptions).
+                self._pub = self._ctx.socket(zmq.XPUB if self.private_stream else zmq.PUB)
                 self._pub.setsockopt(zmq.LINGER, 0)
+                if self.private_stream:
+                    self._pub.setsockopt(zmq.XPUB_MANUAL, 1)
                 self._pub.setsockopt(zmq.SNDHWM, 64)  # slow subscribers lose frames instead of stalling the server
                 if self._curve is not None:
                     curve_server(self._pub, *self._curve)
@@ -196,10 +223,20 @@ class BridgeServer(Ops):
     # ----- loop -----------------------------------------------------------------------------------------------
     def _loop(self) -> None:
         sock = self._sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if self.private_stream and self._pub is not None:
+            poller.register(self._pub, zmq.POLLIN)
         while not self._stop.is_set():
-            if sock.poll(100, zmq.POLLIN):
-                self._drain(sock)
-            self._expire()
+            try:
+                ready = dict(poller.poll(100))
+                if self._pub is not None and ready.get(self._pub):
+                    self._subscriptions()
+                if ready.get(sock):
+                    self._drain(sock)
+                self._expire()
+            except Exception:  # the last guard: log it and keep serving (every request already gets a reply)
+                log.exception("bridge: unexpected failure in the server loop")
 
     def _drain(self, sock: zmq.Socket) -> None:
         """Answer the queued requests in arrival order. A `step` that can share a pass waits, at most the batch
@@ -218,27 +255,22 @@ class BridgeServer(Ops):
                     break
                 continue
             identity, frames = msg[0], msg[1:]
-            try:
-                job = self._accept(identity, frames)
-                if isinstance(job, _Job) and any(j.entry is job.entry for j in steps):
-                    self._run_steps(sock, steps)  # its session has a step waiting: run that first, then look again
-                    steps = []
-                    job = self._accept(identity, frames)  # (a retry of that step now gets its cached reply)
-                if isinstance(job, _Job) and self._batchable(job):
-                    if len(steps) >= self.max_batch:
-                        self._run_steps(sock, steps)
-                        steps = []
-                    if not steps:
-                        deadline = time.monotonic() + self.batch_window_s
-                    steps.append(job)
-                    continue
-                self._run_steps(sock, steps)  # first the waiting steps: each session's requests stay in order
+            job = self._accept(identity, frames)
+            if isinstance(job, _Job) and any(j.entry is job.entry for j in steps):
+                self._run_steps(sock, steps)  # its session has a step waiting: run that first, then look again
                 steps = []
-                out = job if isinstance(job, list) else self._run(job)
-            except Exception:  # never let one message end the loop
-                log.exception("bridge: unexpected failure while handling a message")
-                out = encode(error_reply(-1, "internal", "the server failed to build a reply; see its log."))
-            self._send(sock, identity, out)
+                job = self._accept(identity, frames)  # (a retry of that step now gets its cached reply)
+            if isinstance(job, _Job) and self._batchable(job):
+                if len(steps) >= self.max_batch:
+                    self._run_steps(sock, steps)
+                    steps = []
+                if not steps:
+                    deadline = time.monotonic() + self.batch_window_s
+                steps.append(job)
+                continue
+            self._run_steps(sock, steps)  # first the waiting steps: each session's requests stay in order
+            steps = []
+            self._send(sock, identity, job if isinstance(job, list) else self._run(job))
         self._run_steps(sock, steps)
 
     def _send(self, sock: zmq.Socket, identity: bytes, frames: list[bytes]) -> None:
@@ -262,7 +294,7 @@ class BridgeServer(Ops):
 
     def _accept(self, identity: bytes, frames: list[bytes]) -> list[bytes] | _Job:
         """Decode and check one request. Returns the reply frames (errors, retries, ops without a session: run now)
-        or a `_Job` (a session op to run)."""
+        or a `_Job` (a session op to run). Never raises."""
         rid = -1
         try:
             req, arrays = decode(frames)  # cheap: arrays are views of the received frames
@@ -276,15 +308,22 @@ class BridgeServer(Ops):
             args = parse_args(req.op, req.args, req.id)
             if req.op in SESSION_OPS or (req.op == "info" and req.session is not None):
                 entry = self._entry(identity, req)
+                digest = b"" if req.seq is None else _digest(req, arrays)
                 if req.seq is not None and entry.last_seq is not None:
                     if req.seq == entry.last_seq and entry.last_reply is not None:
+                        if digest != entry.last_digest:
+                            raise BridgeError("seq_reused", f"seq {req.seq} already answered another request on this "
+                                              "session (a different op, args or buffers). Fix: give every new "
+                                              f"request the next seq ({entry.last_seq + 1}); resend a seq only "
+                                              "with the identical request, to retry it.", req.id)
                         head, out = entry.last_reply  # an idempotent retry: same answer, no second step
                         return encode({**head, "id": req.id}, out)
                     if req.seq < entry.last_seq:
                         raise BridgeError("stale_seq", f"seq {req.seq} is older than this session's last seq "
                                           f"{entry.last_seq}. Fix: increase seq by one for every new request; "
                                           "resend the last seq only to retry.", req.id)
-                return _Job(identity, req, args, arrays, entry)
+                entry.last_used = time.monotonic()  # a waiting step keeps its session from eviction
+                return _Job(identity, req, args, arrays, entry, digest)
             if req.session is not None:
                 raise BridgeError("bad_request", f"op {req.op!r} takes no session token; received one.", req.id)
             result, out = getattr(self, f"_op_{req.op}")(identity, req, args, arrays)
@@ -292,32 +331,35 @@ class BridgeServer(Ops):
         except Exception as e:
             if rid < 0 and getattr(e, "request_id", None) is not None:
                 rid = e.request_id
-            code = next((c or getattr(e, "code", "") for t, c in CODES if isinstance(e, t)), None)
-            if code is None:
-                log.exception("bridge: internal error answering request %s", rid)
-                code, message = "internal", f"{type(e).__name__}: {e}"
-            else:
-                message = e.message if isinstance(e, BridgeError) else str(e)
-            return encode(error_reply(rid, code, message))
+            return encode(_error(rid, e))
 
     def _run(self, job: _Job) -> list[bytes]:
-        """Run one session op; its reply is remembered for retries of the same seq."""
-        job.entry.last_used = time.monotonic()
+        """Run one session op and encode its reply; any failure (the op's or the reply's) rolls the session back and
+        is answered with an error. The reply is remembered for retries of the same seq. Never raises."""
+        entry, rid = job.entry, job.req.id
+        entry.last_used = time.monotonic()
+        op = "session_info" if job.req.op == "info" else job.req.op
+        snapshot = None
         try:
-            op = "session_info" if job.req.op == "info" else job.req.op
-            result, out = getattr(self, f"_op_{op}")(job.entry, job.args, job.arrays)
-            head = ok_reply(job.req.id, result)
-        except BridgeError as e:
-            head, out = error_reply(job.req.id, e.code, e.message), []
-        except WorldSimError as e:
-            code = next(c for t, c in CODES if isinstance(e, t))
-            head, out = error_reply(job.req.id, code, str(e)), []
-        return self._remember(job, head, out)
+            if op in CHANGES_SESSION and not entry.session.closed:
+                snapshot = entry.session.snapshot()
+            result, out = getattr(self, f"_op_{op}")(entry, job.args, job.arrays)
+            head = ok_reply(rid, result)
+            frames = encode(head, out)  # before publishing: a reply that cannot be sent undoes the op
+        except Exception as e:
+            if snapshot is not None:
+                entry.session.restore(snapshot)
+            head, out = _error(rid, e), []
+            frames = encode(head)
+        else:
+            self._announce(entry, job.req.op, job.args, job.arrays, result, out)
+        self._remember(job, head, out)
+        return frames
 
-    def _remember(self, job: _Job, head: dict[str, Any], out: list[np.ndarray]) -> list[bytes]:
+    def _remember(self, job: _Job, head: dict[str, Any], out: list[np.ndarray]) -> None:
         if job.req.seq is not None:
-            job.entry.last_seq, job.entry.last_reply = job.req.seq, (head, out)
-        return encode(head, out)
+            e = job.entry
+            e.last_seq, e.last_reply, e.last_digest = job.req.seq, (head, out), job.digest
 
     # ----- dynamic batching -------------------------------------------------------------------------------------
     def _batchable(self, job: _Job) -> bool:
@@ -326,7 +368,7 @@ class BridgeServer(Ops):
             return False
         try:
             job.entry.session._actions(job.args.action)
-        except WorldSimError:
+        except Exception:  # it runs alone and gets its error there
             return False
         return True
 
@@ -348,25 +390,31 @@ class BridgeServer(Ops):
                 self._send(sock, job.identity, reply)
 
     def _run_group(self, group: list[_Job]) -> list[list[bytes]]:
+        """One batched pass for the group. If it fails, every session is rolled back and steps alone, so that only
+        the one at fault gets an error. Never raises."""
         now = time.monotonic()
         for job in group:
             job.entry.last_used = now
+        snapshots = []
         try:
-            results = step_together([j.entry.session for j in group], [j.args.action for j in group])
-        except Exception as e:
-            log.exception("bridge: a batched step failed")
-            message = f"batched step failed: {type(e).__name__}: {e}"
-            return [self._remember(j, error_reply(j.req.id, "internal", message), []) for j in group]
+            snapshots = [j.entry.session.snapshot() for j in group]
+            results = step_sessions([j.entry.session for j in group], [j.args.action for j in group])
+            built = [self._step_reply(j.entry, j.args, r) for j, r in zip(group, results, strict=True)]
+            replies = [encode(ok_reply(j.req.id, result), out) for j, (result, out) in zip(group, built, strict=True)]
+        except Exception:
+            log.exception("bridge: a batched step of %d sessions failed; stepping them one by one", len(group))
+            for job, snapshot in zip(group, snapshots, strict=False):
+                job.entry.session.restore(snapshot)
+            return [self._run(j) for j in group]
         n = len(group)
         stats = self.batching
         stats["passes"] += 1
         stats["batched_steps"] += n
         stats["largest"] = max(stats["largest"], n)
         self._sizes[n] = self._sizes.get(n, 0) + 1
-        replies = []
-        for job, r in zip(group, results, strict=True):
-            result, out = self._step_reply(job.entry, job.args, r)
-            replies.append(self._remember(job, ok_reply(job.req.id, result), out))
+        for job, (result, out) in zip(group, built, strict=True):
+            self._announce(job.entry, "step", job.args, job.arrays, result, out)
+            self._remember(job, ok_reply(job.req.id, result), out)
         return replies
 
     def _entry(self, identity: bytes, req: Request) -> Entry:
@@ -377,5 +425,25 @@ class BridgeServer(Ops):
         if entry is None or not secrets.compare_digest(entry.owner, identity):
             # The same answer whether the token never existed, expired, or belongs to another client.
             raise BridgeError("not_found", f"no session {req.session[:8]!r}… for this client (closed, expired "
-                              "after idle timeout, or never created here). Fix: create a new session.", req.id)
+                              "after idle timeout, closed to make room on a full server, or never created here). "
+                              "Fix: create a new session.", req.id)
         return entry
+
+
+def _error(rid: int, e: Exception) -> dict[str, Any]:
+    """The error reply for an exception: its stable code; an unexpected exception is a server bug, "internal"."""
+    code = next((c or getattr(e, "code", "") for t, c in CODES if isinstance(e, t)), None)
+    if code is None:
+        log.error("bridge: internal error answering request %s", rid, exc_info=e)
+        return error_reply(rid, "internal", f"the server failed ({type(e).__name__}: {e}); the session is as it "
+                           "was before this request. Fix: report it with the server's log.")
+    return error_reply(rid, code, e.message if isinstance(e, BridgeError) else str(e))
+
+
+def _digest(req: Request, arrays: list[np.ndarray]) -> bytes:
+    """Fingerprint of what a session request asks (op, args, buffers; not its id)."""
+    h = hashlib.blake2b(msgpack.packb([req.op, req.args, [[a.dtype.str, list(a.shape)] for a in arrays]],
+                                      use_bin_type=True), digest_size=16)
+    for a in arrays:
+        h.update(a.data)
+    return h.digest()

@@ -110,6 +110,8 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .bridges import BridgeServer
     from .demo import load_model
 
@@ -117,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
     if note:
         print(note, flush=True)
     host = args.bind
-    pub = f"tcp://{host}:{args.port + 1}" if args.port else None
+    pub = f"tcp://{host}:{args.port + 1 if args.port else 0}"  # port 0: both on free ports (`hello` reports them)
     curve: dict[str, Any] = {}
     if args.curve_keys:
         from .bridges.auth import load_key_folder
@@ -125,10 +127,13 @@ def _serve(args: argparse.Namespace) -> int:
         public, secret, allowed = load_key_folder(args.curve_keys)
         curve = {"curve_public_key": public, "curve_secret_key": secret, "allowed_client_keys": allowed}
     server = BridgeServer(wm, f"tcp://{host}:{args.port}", pub_address=pub, batch_window_ms=args.batch_window_ms,
-                          max_batch=args.max_batch, **curve)
+                          max_batch=args.max_batch, max_sessions=args.max_sessions,
+                          max_sessions_per_client=args.max_sessions_per_client, idle_timeout_s=args.idle_timeout,
+                          private_stream=not args.open_stream, name=Path(args.model).name, **curve)
     server.bind()
-    print(f"serving {wm} on {server.endpoint}" + (f", frames on {pub}" if pub else "") + " (Ctrl-C stops)",
-          flush=True)
+    privacy = "open to any subscriber" if args.open_stream else "private: each session's own stream id"
+    print(f"serving {wm} on {server.endpoint} (frames on {server.pub_endpoint}, {privacy}; at most "
+          f"{args.max_sessions} sessions) (Ctrl-C stops)", flush=True)
     if curve:
         print(f"CURVE on: clients need the server key {args.curve_keys}/server.key; "
               f"{len(curve['allowed_client_keys'])} allowed client key(s) from {args.curve_keys}/clients", flush=True)
@@ -213,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "pass; 0 batches only steps already queued (default: %(default)s)")
     p.add_argument("--max-batch", type=_positive_int, default=32,
                    help="most sessions in one batched pass (default: %(default)s)")
+    p.add_argument("--max-sessions", type=_positive_int, default=256,
+                   help="open sessions of all clients together; a full server closes a session idle 60 s for a new "
+                        "one, else answers 'busy' (default: %(default)s)")
+    p.add_argument("--max-sessions-per-client", type=_positive_int, default=8,
+                   help="open sessions one client connection may hold (default: %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
+                   help="close sessions unused this many seconds (default: %(default)s)")
+    p.add_argument("--open-stream", action="store_true",
+                   help="let any subscriber read every session's frames on the stream (default: a subscriber receives "
+                        "only the sessions whose stream id it was given)")
     p.add_argument("--curve-keys", metavar="DIR",
                    help="encrypt with CURVE and admit only the clients whose public certificates are in DIR/clients "
                         "(*.key); the server's key pair is DIR/server.key(_secret), made on first use "
