@@ -1,5 +1,6 @@
-"""Dynamic batching: `step_together` equals lone steps bit for bit; the server batches concurrent clients' steps
-(seen in its `info` counters) with the same frames; a 16-client soak on loopback loses, repeats and reorders nothing."""
+"""Sessions stepped together: `step_sessions` equals lone steps bit for bit; the server batches concurrent clients'
+steps (seen in its `info` counters) with the same frames; a 16-client soak on loopback loses, repeats and reorders
+nothing."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 import zmq
 
 from worldsim.bridges import BridgeError, BridgeServer, RemoteWorldModel, decode, encode
-from worldsim.bridges.batching import batch_key, step_together
 from worldsim.errors import InvalidAction
+from worldsim.session import batch_key, step_sessions
 
 SOAK_CLIENTS, SOAK_STEPS = 16, 200
 
@@ -57,7 +58,7 @@ SETTINGS = [{}, {"guidance": 1.0, "temperature": 0.7}, {"context": "frame"}, {"d
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(s) or "default")
 @pytest.mark.parametrize("model", ["tiny", "tiny_latent"])
-def test_step_together_equals_lone_steps(request, model, settings):
+def test_step_sessions_equals_lone_steps(request, model, settings):
     """Same frames, log-likelihoods, rewards and iterations, and the same state afterwards (a later lone step,
     and a later batched one, still agree). Bit for bit, except with small Jacobi chunks capped by max_iter: their
     4-token matrix products take batch-size-dependent kernels on some CPUs (an AVX-512-FP16 Xeon: last-bit
@@ -73,7 +74,7 @@ def test_step_together_equals_lone_steps(request, model, settings):
         acts = [vocab[(3 * i + t) % len(vocab)] for i in range(k)]
         want = [s.step(a) for s, a in zip(alone, acts, strict=True)]
         got = ([s.step(a) for s, a in zip(together, acts, strict=True)] if t == 2
-               else step_together(together, acts))
+               else step_sessions(together, acts))
         for a, b in zip(want, got, strict=True):
             assert_same(a, b, exact)
     for a, b in zip(alone, together, strict=True):
@@ -81,7 +82,7 @@ def test_step_together_equals_lone_steps(request, model, settings):
         assert np.abs(a.history.astype(int) - b.history.astype(int)).max() <= (0 if exact else 1)
 
 
-def test_step_together_refuses_mixed_sessions(tiny):
+def test_step_sessions_refuses_mixed_sessions(tiny):
     a, b, fresh = tiny.session(seed=0), tiny.session(seed=1, temperature=0.5), tiny.session(seed=2)
     for s in (a, b):
         s.reset(frames=start_frames(tiny))
@@ -94,14 +95,14 @@ def test_step_together_refuses_mixed_sessions(tiny):
     picky.reset(frames=start_frames(tiny))
     assert batch_key(picky) is None  # its k candidates are a batch of their own
     with pytest.raises(ValueError, match="one batch_key; group them by batch_key"):
-        step_together([a, b], ["stay", "stay"])
-    with pytest.raises(ValueError, match="one action per session; received 1 sessions, 2 actions"):
-        step_together([a], ["stay", "stay"])
+        step_sessions([a, b], ["stay", "stay"])
+    with pytest.raises(ValueError, match="one action per session; received 1 sessions and 2 actions"):
+        step_sessions([a], ["stay", "stay"])
     c = tiny.session(seed=3)
     c.reset(frames=start_frames(tiny))
     before = len(a.frames)
     with pytest.raises(InvalidAction, match="unknown action 'jump'"):
-        step_together([a, c], ["stay", "jump"])
+        step_sessions([a, c], ["stay", "jump"])
     assert len(a.frames) == before  # nothing changed
 
 

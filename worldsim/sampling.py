@@ -16,7 +16,6 @@ from torch import Tensor
 from .model.cache import DeepState
 from .model.deep import DeepBlock
 from .model.flow import LOG_2PI, FlowNet
-from .model.local import LocalBlock
 
 Method = Literal["jacobi", "sequential"]
 
@@ -30,8 +29,8 @@ class SamplerSettings:
     guidance: float = 0.0  # classifier-free guidance weight w (STARFlow's Gaussian rule); 0 = conditional
     temperature: float = 1.0
     # Jacobi: after each pass commit the chunk's converged prefix and iterate only on the rest; the last pass's keys
-    # are kept (no separate commit pass). Not the default: dynamic batching (bridges/batching.py) reproduces the
-    # whole-chunk policy row by row and bit for bit.
+    # are kept (no separate commit pass). Not the default: sessions stepped together (`step_sessions`) reproduce
+    # the whole-chunk policy row by row and bit for bit, not this one.
     freeze_prefix: bool = False
 
 
@@ -42,7 +41,8 @@ class FrameSample:
     log_prob: Tensor  # (B,) exact log p(x̃_t | past), conditional model
     token_log_prob: Tensor  # (B, N)
     h_end: Tensor  # (B, d) conditional end-of-frame state
-    iterations: int  # Jacobi iterations (deep block, summed over chunks) or N for sequential
+    iterations: int  # Jacobi iterations (deep block, summed over chunks; the most of any row) or N for sequential
+    row_iterations: Tensor | None = None  # (B,) each row's iterations
 
 
 def guide(mu_c: Tensor, ls_c: Tensor, mu_u: Tensor, ls_u: Tensor, w: float) -> tuple[Tensor, Tensor]:
@@ -71,12 +71,15 @@ def _dup(x: Tensor, batch: int) -> Tensor:
 
 
 def invert_deep(
-    net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings
-) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings, per_row: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Generate the next frame's u from noise z (B, N, D), appending it to `state`.
 
     cond (B2, d) is the action embedding entering the frame, B2 = B or 2B ([cond; uncond] with guidance).
-    Returns u (B, N, D), cond-branch mean and log σ (B, N, D) at the final inputs, h_end (B, d), iterations.
+    per_row (Jacobi over chunks): the stopping rule applies to each row on its own, a converged row frozen while the
+    others iterate, so B independent worlds stepped together get what each would get alone.
+    Returns u (B, N, D), cond-branch mean and log σ (B, N, D) at the final inputs, h_end (B, d), and the passes
+    each row ran (B,) (deep block, summed over chunks; N for sequential).
     """
     deep, b, b2 = net.deep, z.shape[0], cond.shape[0]
     n = deep.n_tokens
@@ -84,26 +87,32 @@ def invert_deep(
     u = (state.prev_u[:b].clone() if state.prev_u is not None else torch.zeros_like(z))  # video-aware warm start
     mean, logs = torch.empty_like(z), torch.empty_like(z)
     slots = lambda a, e: deep.segment_inputs(_dup(u, b2)[:, None], cond[:, None])[:, 0, a:e]
-    iters = 0
+    iters = torch.zeros(b, dtype=torch.long)
     if s.method == "jacobi" and s.freeze_prefix:
-        mean, logs, h, iters = _jacobi_prefix(deep, state, u, z, slots, s)
+        mean, logs, h, passes = _jacobi_prefix(deep, state, u, z, slots, s)
+        iters += passes
     elif s.method == "sequential":
         for i in range(n):
             p = deep.frame_params(state, slots(i, i + 1), i, commit=True)
             u[:, i : i + 1], mean[:, i : i + 1], logs[:, i : i + 1] = _affine(p, z[:, i : i + 1], s.guidance, b)
-        iters = n
+        iters += n
         h = deep.frame_params(state, slots(n, n + 1), n, commit=True)[2]
     else:
         chunk = s.chunk or n
         for a in range(0, n, chunk):
             e = min(a + chunk, n)
-            cap = s.max_iter or (e - a)
-            for _ in range(cap):
+            active = torch.ones(b, dtype=torch.bool, device=z.device)
+            for _ in range(s.max_iter or (e - a)):
                 new = _affine(deep.frame_params(state, slots(a, e), a, commit=False), z[:, a:e], s.guidance, b)[0]
-                delta = (new - u[:, a:e]).abs().max().item()
-                u[:, a:e] = new
-                iters += 1
-                if delta < s.tol:
+                iters += active.cpu()
+                moved = ~((new - u[:, a:e]).abs().flatten(1).amax(1) < s.tol)  # NaN counts as moved
+                now = active & moved if per_row else active & bool(moved.any())
+                if bool(active.all()):
+                    u[:, a:e] = new
+                else:  # in place, so u keeps its memory layout
+                    u[active, a:e] = new[active]
+                active = now
+                if not bool(active.any()):
                     break
             h = commit_chunk(deep, state, slots, a, e, mean, logs)
     state.prev_u = _dup(u, b2)
@@ -160,38 +169,20 @@ def _jacobi_prefix(deep: DeepBlock, state: DeepState, u: Tensor, z: Tensor, slot
     return mean, logs, h, passes
 
 
-def invert_block(block: LocalBlock, h: Tensor, s: SamplerSettings, init: Tensor | None = None) -> Tensor:
-    """Invert one shallow block: its output h (M, N, D) → its input, by Jacobi or token by token."""
-    zo = block.to_order(h)
-    xo = block.to_order(init).clone() if init is not None else zo.clone()
-    n = zo.shape[1]
-    if s.method == "sequential":
-        for i in range(n):
-            shift, ls = block.params(xo)
-            xo[:, i] = shift[:, i] + torch.exp(ls[:, i]) * zo[:, i]
-    else:
-        for _ in range(s.max_iter or n):
-            shift, ls = block.params(xo)
-            new = shift + torch.exp(ls) * zo
-            delta = (new - xo).abs().max().item()
-            xo = new
-            if delta < s.tol:
-                break
-    return block.to_order(xo)
-
-
 def invert_local(
-    net: FlowNet, u: Tensor, s: SamplerSettings, init: list[Tensor] | None = None
+    net: FlowNet, u: Tensor, s: SamplerSettings, init: list[Tensor] | None = None, per_row: bool = False
 ) -> tuple[Tensor, list[Tensor]]:
     """Invert the shallow blocks (and channel mix) of one frame: u (M, N, D) → codec tokens x (M, N, D).
 
     init: per-block first guesses (the previous frame's values at each level: a video-aware warm start).
+    per_row: Jacobi stops per row (see `LocalBlock.inverse`).
     Returns x and the values at every level (for the next frame's warm start).
     """
     levels: list[Tensor] = []
     h = u
     for k in reversed(range(len(net.local))):
-        h = invert_block(net.local[k], h, s, None if init is None else init[k])
+        h = net.local[k].inverse(h, None if init is None else init[k], s.tol, s.max_iter,
+                                 sequential=s.method == "sequential", per_row=per_row)
         levels.insert(0, h)
     if net.mix is not None:
         h = net.mix.inverse(h)
@@ -200,14 +191,28 @@ def invert_local(
 
 @torch.no_grad()
 def sample_frame(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: SamplerSettings,
-                 local_init: list[Tensor] | None = None) -> tuple[FrameSample, list[Tensor]]:
-    """One new frame from noise z (B, N, D) (already scaled by the temperature), appended to `state`."""
-    u, mean, logs, h_end, iters = invert_deep(net, state, cond, z, s)
-    x, levels = invert_local(net, u, s, local_init)
+                 local_init: list[Tensor] | None = None, per_row: bool = False) -> tuple[FrameSample, list[Tensor]]:
+    """One new frame from noise z (B, N, D) (already scaled by the temperature), appended to `state`.
+
+    per_row: B independent worlds (sessions stepped together): Jacobi stops per row and the log-likelihood is
+    summed row by row, so each row equals what it would be alone (a float32 sum over a (B, N, D) tensor can round
+    differently from the same sum over (1, N, D)). `FrameSample.row_iterations` then holds each row's passes.
+    """
+    u, mean, logs, h_end, iters = invert_deep(net, state, cond, z, s, per_row)
+    x, levels = invert_local(net, u, s, local_init, per_row)
     _, ld_local = net.local_forward(x[:, None])
+    if per_row:
+        tok = torch.cat([_token_log_prob(u[i : i + 1], mean[i : i + 1], logs[i : i + 1], ld_local[i : i + 1, 0])
+                         for i in range(u.shape[0])])
+    else:
+        tok = _token_log_prob(u, mean, logs, ld_local[:, 0])
+    return FrameSample(u, x, tok.sum(-1), tok, h_end, int(iters.max()), iters), levels
+
+
+def _token_log_prob(u: Tensor, mean: Tensor, logs: Tensor, ld_local: Tensor) -> Tensor:
+    """Per-token exact log p (…, N) from the deep block's value, mean and log σ (…, N, D) and the local log-det."""
     z_c = (u - mean) * torch.exp(-logs)
-    tok = -0.5 * (z_c.pow(2) + LOG_2PI).sum(-1) - logs.sum(-1) + ld_local[:, 0]
-    return FrameSample(u, x, tok.sum(-1), tok, h_end, iters), levels
+    return -0.5 * (z_c.pow(2) + LOG_2PI).sum(-1) - logs.sum(-1) + ld_local
 
 
 @torch.no_grad()
@@ -226,5 +231,5 @@ def sample_best_of(net: FlowNet, state: DeepState, cond: Tensor, z: Tensor, s: S
     best = sample.log_prob.view(b, k).argmax(1) + torch.arange(b, device=z.device) * k
     keep = torch.cat([best + i * b * k for i in range(g)])
     kept = FrameSample(sample.u[best], sample.x[best], sample.log_prob[best], sample.token_log_prob[best],
-                       sample.h_end[best], sample.iterations)
+                       sample.h_end[best], sample.iterations, None)
     return kept, [t[best] for t in levels], big.select(keep)

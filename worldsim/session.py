@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,7 @@ from .actions import Action
 from .denoise import denoise
 from .errors import ConfigError, InvalidAction, InvalidFrames, SessionStateError
 from .frames import check_action_count, check_frames
-from .model.cache import DeepState
+from .model.cache import DeepState, cat_rows, stack_states
 from .model.flow import LN2
 from .sampling import SamplerSettings, sample_best_of, sample_frame
 from .settings import SessionSettings
@@ -277,3 +277,79 @@ class Session:
         self.frames, self.actions = list(saved["frames"]), list(saved["actions"])
         self._levels = None if saved["_levels"] is None else list(saved["_levels"])
         self.generator.set_state(generator_state)
+
+
+# ----- several sessions in one pass (the bridge server's dynamic batching) ----------------------------------------
+def batch_key(session: Session) -> Hashable | None:
+    """Sessions with equal keys can be stepped together by `step_sessions`; None: this one cannot (closed, not
+    reset, batched, a per-session reward function, the sequential sampler, whose one-token passes round differently
+    in a batch, `freeze_prefix`, whose per-session commits a batched pass does not reproduce bit for bit, or
+    best_of > 1). Equal keys mean the same model, settings and KV-cache layout (same number of frames so far)."""
+    st = session.state
+    if (session.closed or st is None or session.batch_size != 1 or session.reward_fn is not None
+            or session.sampling.method != "jacobi" or session.sampling.freeze_prefix or session.best_of != 1):
+        return None
+    c = st.cache
+    return (id(session.net), session.sampling, session.denoise_mode, session.context, session.guided,
+            session._levels is None, session._x_prev is None, st.next_frame, c.length, c.total)
+
+
+@torch.no_grad()
+def step_sessions(sessions: Sequence[Session], actions: Sequence[Any]) -> list[StepResult]:
+    """Step each `sessions[i]` with `actions[i]` in one batched pass; the results (frames, log-likelihoods, states)
+    equal `sessions[i].step(actions[i])` alone: noise comes from each session's own generator and Jacobi stops per
+    session (`sample_frame(per_row=True)`). One exception: small Jacobi chunks capped by `max_iter` can differ in the
+    last float bits on some CPUs, whose kernels for small matrix products depend on the batch size.
+
+    All sessions need the same `batch_key` (ConfigError otherwise). Actions are checked per session first
+    (InvalidAction), before any session changes.
+    """
+    if not sessions or len(sessions) != len(actions):
+        raise ConfigError(f"step_sessions needs one action per session; received {len(sessions)} sessions and "
+                          f"{len(actions)} actions.")
+    keys = {batch_key(x) for x in sessions}
+    if len(keys) != 1 or None in keys:
+        raise ConfigError("step_sessions needs reset batch-1 sessions with one batch_key; group them by batch_key.")
+    acts = [x._actions(a)[0] for x, a in zip(sessions, actions, strict=True)]
+    first, b = sessions[0], len(sessions)
+    net, s, cfg = first.net, first.sampling, first.cfg
+    # Rows session-major [c0, u0, c1, u1, …] → [c0, c1, …, u0, u1, …] when guided, as one guided session lays them.
+    rows = torch.arange(2 * b).view(b, 2).T.reshape(-1) if first.guided else torch.arange(b)
+    # Draw in the order a lone step would: the sampling noise first (context="frame" draws again in _observe).
+    z = torch.cat([s.temperature * net.noise((1, cfg.tokens_per_frame, cfg.token_dim), x.generator)
+                   for x in sessions])
+    cond = torch.cat([x._cond([a]) for x, a in zip(sessions, acts, strict=True)])[rows]
+    state = stack_states([x.state for x in sessions if x.state is not None], rows)
+    levels = None if first._levels is None else [cat_rows(list(t)) for t in zip(*(x._levels or [] for x in sessions),
+                                                                                  strict=True)]
+    x_prev = None if first._x_prev is None else cat_rows([x._x_prev for x in sessions if x._x_prev is not None])
+    sample, levels = sample_frame(net, state, cond, z, s, levels, per_row=True)
+    iters = sample.row_iterations if sample.row_iterations is not None else torch.full((b,), sample.iterations)
+    if first.denoise_mode == "tweedie":  # autograd through the flow, per session on its own (unchanged) state
+        x_hat = torch.cat([denoise(net, sample.x[i : i + 1], None, x.state, cond[i : i + 1], "tweedie")
+                           for i, x in enumerate(sessions)])
+    else:
+        x_hat = denoise(net, sample.x, x_prev, None, None, first.denoise_mode)
+    # Decoded one by one: the codec's convolutions round differently for a batch of frames than for one.
+    frames = np.concatenate([net.decode_tokens(x_hat[i : i + 1, None])[:, 0].cpu().numpy() for i in range(b)])
+    # Row by row: a (1, d) → (1, 1) head takes another float path than the (B, d) one (last-bit differences).
+    heads = [net.deep.heads(h[None]) for h in sample.h_end]
+    reward, term = (torch.cat(t).cpu().numpy() for t in zip(*heads, strict=True))
+    lp = sample.log_prob.cpu().numpy()
+    bpd = -lp / (net.dims_per_frame * LN2)
+    out = []
+    for i, x in enumerate(sessions):
+        mine = slice(i, i + 1)
+        if x.context == "sample":
+            own = [i, i + b] if x.guided else [i]
+            x.state = state.select(torch.tensor(own, device=net.device))
+            x.state.prev_u = cat_rows([state.prev_u[j : j + 1] for j in own])  # keeps the memory layout
+            x._x_prev = sample.x[mine].clone()
+            x.frames.append(frames[mine].copy())
+            x.actions.append([acts[i]])
+        else:  # re-anchor on the shown frame, as Session._generate does (its own state never saw the sample)
+            x._observe(frames[mine], [acts[i]], first=False)
+        x._levels = [t[mine].clone() for t in levels]
+        out.append(StepResult(frames[i], float(lp[i]), float(bpd[i]), float(reward[i]), bool(term[i] > 0.5),
+                              {"iterations": int(iters[i]), "likelihood_space": cfg.likelihood_space}))
+    return out

@@ -115,3 +115,31 @@ class DeepState:
         """A copy holding only the batch rows `index`."""
         prev = None if self.prev_u is None else self.prev_u[index].clone()
         return DeepState(self.cache.clone(index), prev, self.next_frame)
+
+
+def cat_rows(tensors: list[Tensor], order: Tensor | None = None) -> Tensor:
+    """Concatenate (1, ...) rows on dim 0, optionally in `order`, keeping the rows' memory layout (dim order by
+    stride): a float32 sum over a strided dim rounds differently from one over a contiguous dim, and a lone session
+    keeps the layout its first frame's codec output gave it (e.g. prev_u with N as the fastest dim)."""
+    rows = list(tensors) if order is None else [tensors[int(j)] for j in order]
+    inner = sorted(range(1, rows[0].dim()), key=lambda d: -rows[0].stride(d))
+    perm = [0, *inner]
+    return torch.cat([r.permute(perm) for r in rows]).permute([perm.index(d) for d in range(len(perm))])
+
+
+def stack_states(states: list[DeepState], rows: Tensor) -> DeepState:
+    """One DeepState whose batch rows are the given states' rows (concatenated, then reordered by `rows`).
+    The states must hold the same cache layout (same frames and sequence positions): ValueError otherwise."""
+    c0 = states[0].cache
+    n = c0.length
+    for st in states[1:]:
+        if not (torch.equal(st.cache.frame[:n], c0.frame[:n]) and torch.equal(st.cache.seq[:n], c0.seq[:n])):
+            raise ValueError("the states' KV caches hold different layouts; they cannot share a pass")
+    cache = KVCache.__new__(KVCache)
+    stack = lambda bufs: torch.cat([t[:, :, :n] for t in bufs])[rows]  # noqa: E731
+    cache.k = [stack(layer) for layer in zip(*(st.cache.k for st in states), strict=True)]
+    cache.v = [stack(layer) for layer in zip(*(st.cache.v for st in states), strict=True)]
+    cache.frame, cache.seq = c0.frame[:n].clone(), c0.seq[:n].clone()
+    cache.length, cache.total = n, c0.total
+    prev = None if states[0].prev_u is None else cat_rows([r for st in states for r in st.prev_u.split(1)], rows)
+    return DeepState(cache, prev, states[0].next_frame)

@@ -47,6 +47,33 @@ class LocalBlock(nn.Module):
         z = (xo.float() - shift) * torch.exp(-log_sigma)
         return self.to_order(z), self.to_order(-log_sigma.sum(-1, keepdim=True)).squeeze(-1)
 
+    def inverse(self, z: Tensor, init: Tensor | None = None, tol: float = 1e-4, max_iter: int | None = None,
+                sequential: bool = False, per_row: bool = False) -> Tensor:
+        """z (M, N, D) → x (M, N, D), the inverse of `forward`: token by token (`sequential`, exact), or by Jacobi
+        fixed-point passes x ← shift(x) + σ(x)·z from `init` (default z) until max |Δ| < tol or `max_iter` (default
+        N, where Jacobi is exact). per_row: the stopping rule applies to each row on its own (a converged row is
+        frozen while the others iterate), so every row gets what it would get alone."""
+        zo = self.to_order(z)
+        xo = self.to_order(init).clone() if init is not None else zo.clone()
+        n = zo.shape[1]
+        if sequential:
+            for i in range(n):
+                shift, ls = self.params(xo)
+                xo[:, i] = shift[:, i] + torch.exp(ls[:, i]) * zo[:, i]
+            return self.to_order(xo)
+        active = torch.ones(zo.shape[0], dtype=torch.bool, device=zo.device)
+        for _ in range(max_iter or n):
+            shift, ls = self.params(xo)
+            new = shift + torch.exp(ls) * zo
+            moved = ~((new - xo).abs().flatten(1).amax(1) < tol)  # NaN counts as moved
+            now = active & moved if per_row else active & bool(moved.any())
+            if per_row:
+                new[~active] = xo[~active]  # frozen rows keep their values; xo takes new's layout, as alone
+            xo, active = new, now
+            if not bool(active.any()):
+                break
+        return self.to_order(xo)
+
 
 class ChannelMix(nn.Module):
     """Learned invertible D×D mix of each token (LU parametrised): y = x Wᵀ, log|det| = N·Σ log|s|."""
