@@ -55,6 +55,14 @@ def save_checkpoint(path: str | os.PathLike, config: ModelConfig, state: dict[st
     return path
 
 
+def find_checkpoint(path: str | os.PathLike) -> Path | None:
+    """`path` when it is a directory; else the copy a save was replacing when its process died between the two
+    renames (see save_checkpoint); else None."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    return path if path.is_dir() else old if old.is_dir() else None
+
+
 def load_checkpoint(path: str | os.PathLike, prefix: str = "",
                     ) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Read and check a checkpoint directory; every problem raises CheckpointError naming the file.
@@ -121,12 +129,17 @@ def _edits(saved: dict, now: dict, keys: Iterable[str], at: str = "") -> list[st
     return out
 
 
+def config_changes(old: dict, new: dict) -> list[str]:
+    """'field old → new' for every field (nested ones dotted) in which two config dumps differ, the name aside."""
+    return _edits(old, new, sorted((set(old) | set(new)) - {"name"}))
+
+
 def check_against_config(config: ModelConfig, state: dict[str, torch.Tensor], saved: dict | None,
                          where: str) -> None:
     """Raise CheckpointError unless the tensors fit the model `config` builds (names, then shapes) and, when the
     config the weights were saved with is known (`saved`, a config dump), its frame geometry equals `config`'s."""
     now = config.model_dump(mode="json")
-    edits = _edits(saved, now, sorted((set(saved) | set(now)) - {"name"})) if saved is not None else []
+    edits = config_changes(saved, now) if saved is not None else []
     cause = (f"config.json was edited after saving: {', '.join(edits[:6])}" if edits else
              "config.json was edited after saving (a width, layer count, codec patch…) or comes from another save")
     with torch.random.fork_rng(devices=[]):  # building the model must not move the caller's random stream

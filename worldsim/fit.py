@@ -17,10 +17,12 @@ from .optim import adamw, clipped_step, lr_at
 
 
 def train_codec(net: FlowNet, frames: np.ndarray, steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0,
-                progress: bool = False, log: Callable[[int, float], None] | None = None) -> list[float]:
+                progress: bool = False, log: Callable[[int, float], None] | None = None,
+                stop: Callable[[], bool] | None = None) -> list[float]:
     """Train the latent codec (encoder + noise-robust decoder) on frames uint8 (M, H, W, 3); returns losses.
 
     The decoder sees latents with the flow's σ noise added, so it decodes the flow's noisy samples cleanly.
+    stop: asked before every step; True ends the loop early (fewer losses than steps: the codec is unfinished).
     """
     codec = net.codec
     if not codec.trainable:
@@ -33,6 +35,8 @@ def train_codec(net: FlowNet, frames: np.ndarray, steps: int, batch: int = 32, l
     losses = []
     codec.train()
     for step in tqdm(range(steps), desc="codec", disable=not progress):
+        if stop is not None and stop():
+            break
         idx = torch.from_numpy(gen.integers(0, len(frames), batch))
         x = data[idx].to(net.device).permute(0, 3, 1, 2).float()[:, None] / 127.5 - 1.0
         loss = codec.loss(x, net.cfg.noise_std)

@@ -28,7 +28,16 @@ from .fit import codec_mse, train_codec
 from .model.flow import FlowNet
 from .objectives import Batch, flow_forward, heads_loss, nll_loss
 from .optim import EMA, adamw, lr_at
-from .train_state import load_state, save_state
+from .train_state import (
+    NothingToResume,
+    StopSignals,
+    TrainingStopped,
+    find_state,
+    load_state,
+    plot_metrics,
+    save_state,
+    trim_metrics,
+)
 from .world_model import SAMPLING_KEY, WorldModel
 
 logger = logging.getLogger(__name__)
@@ -153,20 +162,53 @@ def _steps_for_budget(step: int, rate: float, budget_s: float, spent_s: float) -
     return step + max(1, int(rate * max(0.0, budget_s - spent_s)))
 
 
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on any rank, so that every rank stops after the same step."""
+    t = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: ModelConfig, s: TrainSettings,
           resume: bool = False, progress: bool = True, stop_after_s: float | None = None,
-          until: int | None = None, budget_s: float | None = None) -> Path:
-    """Train and return the path of the EMA model checkpoint (`out/model`). Resumes from `out/state`.
+          until: int | None = None, budget_s: float | None = None, start_if_no_state: bool = False) -> Path:
+    """Train and return the path of the EMA model checkpoint (`out/model`).
 
+    resume: continue from `out/state` at the step it saved (metrics.jsonl loses the rows logged after it); without
+    saved state this raises NothingToResume, unless start_if_no_state (then the run starts fresh). A fresh run
+    starts metrics.jsonl afresh.
     stop_after_s / until: stop early (with a checkpoint) after that many seconds / at that step; the schedule
     still follows `s.steps`, so a later `resume` continues the same trajectory.
     budget_s: size the schedule to a wall-clock budget instead: after 40 steps the measured speed sets
     `s.steps` so that the cosine decay ends when the budget is spent (the meta records the steps chosen).
+
+    SIGINT and SIGTERM (when called in the main thread): the current step finishes, the state and model are saved,
+    and TrainingStopped (a KeyboardInterrupt) is raised; during the codec phase nothing is saved. A second signal
+    interrupts at once, keeping the last checkpoint. The previous signal handlers are restored on return.
     """
+    with StopSignals() as stops:
+        return _train(data_dir, out_dir, config, s, resume, progress, stop_after_s, until, budget_s,
+                      start_if_no_state, stops)
+
+
+def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: ModelConfig, s: TrainSettings,
+           resume: bool, progress: bool, stop_after_s: float | None, until: int | None, budget_s: float | None,
+           start_if_no_state: bool, stops: StopSignals) -> Path:
     from tqdm import tqdm
 
-    rank, world, device = _dist(s.device)
     out = Path(out_dir)
+    state_dir = find_state(out)
+    if resume and state_dir is None and not start_if_no_state:
+        raise NothingToResume(
+            f"resume: {str(out)!r} holds no saved training state ({out / 'state'} is missing), so there is nothing "
+            "to continue. Fix: leave out --resume to start fresh, or pass --resume-or-start to continue when "
+            "there is state and start fresh otherwise."
+        )
+    if not resume and state_dir is not None:
+        logger.warning("%s holds an earlier run's state: this run starts over (metrics.jsonl too) and replaces it "
+                       "at its first checkpoint; --resume would continue it", state_dir)
+    state_dir = state_dir if resume else None
+    rank, world, device = _dist(s.device)
     data = Dataset(data_dir)
     if data.frame_size != (config.height, config.width):
         raise WorldSimError(f"dataset {data_dir} has {data.frame_size[0]}×{data.frame_size[1]} frames but the "
@@ -180,11 +222,13 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     torch.manual_seed(s.seed)
     net = FlowNet(config)
     codec_done, step, ema_state, opt_state, meta = False, 0, None, None, {}
-    if resume and (out / "state").is_dir():
-        net_state, ema_state, opt_state, meta = load_state(out / "state", net)
+    if state_dir is not None:
+        net_state, ema_state, opt_state, meta = load_state(state_dir, net)
         step, codec_done = int(meta["step"]), bool(meta["codec_done"])
-        logger.info("resumed from %s at step %d", out / "state", step)
-    elif s.init_from:
+        logger.info("resumed from %s at step %d", state_dir, step)
+    elif resume:
+        logger.warning("no saved state in %s: starting fresh (--resume-or-start)", out)
+    if state_dir is None and s.init_from:
         sampling = warm_start(net, config, s.init_from)
         if sampling:
             meta[SAMPLING_KEY] = sampling
@@ -193,6 +237,10 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     net.to(device)
     t_start = time.time()
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        dropped = trim_metrics(out / "metrics.jsonl", step if state_dir is not None else None)
+        if dropped:
+            logger.info("metrics.jsonl: dropped %d rows logged after the state this run starts from", dropped)
     metrics = (out / "metrics.jsonl").open("a") if rank == 0 else None
 
     def log(row: dict) -> None:
@@ -203,8 +251,16 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     new_codec = not codec_done and net.codec.trainable
     if new_codec:
         frames = np.concatenate([data.episode(i).frames for i in train_eps[:400]])
-        train_codec(net, frames, s.codec_steps, s.codec_batch, s.codec_lr, s.seed, progress=progress and rank == 0,
-                    log=lambda i, loss: log({"codec_step": i, "codec_loss": loss}) if i % 25 == 0 else None)
+        done = train_codec(net, frames, s.codec_steps, s.codec_batch, s.codec_lr, s.seed,
+                           progress=progress and rank == 0 and sys.stderr.isatty(),
+                           stop=lambda: stops.requested,
+                           log=lambda i, loss: log({"codec_step": i, "codec_loss": loss}) if i % 25 == 0 else None)
+        if stops.requested:
+            if metrics is not None:
+                metrics.close()
+            raise TrainingStopped(stops.signum, f"stopped by {stops.name} in the codec phase (step {len(done)} of "
+                                                f"{s.codec_steps}): nothing saved, the codec phase is not resumable; "
+                                                "the next run starts over (--resume-or-start does so)")
         held = np.concatenate([data.episode(i).frames[:50] for i in held_eps[:20]]) if held_eps else frames[:500]
         meta["codec_mse"] = codec_mse(net, held)
         meta["codec_mse_noisy"] = codec_mse(net, held, noisy=True)
@@ -226,16 +282,18 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
     if world > 1:
         step_fn = nn.parallel.DistributedDataParallel(
             step_fn, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    last_ckpt, t0, done_at_start = time.time(), time.time(), step
+    last_ckpt, t0, done_at_start, saved_at = time.time(), time.time(), step, None
     bar = tqdm(total=s.steps, initial=step, desc="flow", disable=not progress or rank != 0 or not sys.stderr.isatty())
     net.train()
 
     def checkpoint() -> None:
+        nonlocal saved_at
         in_sync = ranks_in_sync(net) if world > 1 else True
         if not in_sync:
             raise WorldSimError(f"distributed ranks hold different weights at step {step}; check that every "
                                 "process runs the same code and config (torchrun --nproc_per_node N ...).")
         if rank != 0:
+            saved_at = step
             return
         meta_now = {**meta, "step": step, "codec_done": codec_done, "settings": s.__dict__, "ranks_in_sync": in_sync,
                     "wall_time_s": meta.get("wall_time_s", 0.0) + time.time() - t_start, "world_size": world,
@@ -245,6 +303,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
         model.net.load_state_dict({**net.state_dict(), **ema.shadow})
         model.save(out / "model")
         plot_metrics(out / "metrics.jsonl", out / "loss.png")
+        saved_at = step
 
     if new_codec:
         checkpoint()  # the codec is done: a restart from here skips it
@@ -258,6 +317,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
 
     prefetch = ThreadPoolExecutor(1)  # the next batch is drawn while this step computes
     pending = prefetch.submit(step_inputs, step)
+    in_update = False  # from the optimiser step to the metrics row: a step half done must not be saved
     try:
         while step < s.steps:
             if probe is not None and step == probe[0]:
@@ -278,52 +338,36 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Model
             opt.zero_grad(set_to_none=True)
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(flow_params, s.clip))
+            in_update = True
             if np.isfinite(norm) and bool(torch.isfinite(loss)):
                 opt.step()
                 ema.update(net)
             step += 1
-            bar.update(1)
-            bar.set_postfix(bpd=f"{logs['bpd']:.3f}", lr=f"{lr:.1e}")
             rate = (step - done_at_start) / (time.time() - t0)
             log({"step": step, **logs, "lr": lr, "grad_norm": norm, "it_s": rate})
+            in_update = False
+            bar.update(1)
+            bar.set_postfix(bpd=f"{logs['bpd']:.3f}", lr=f"{lr:.1e}")
             if time.time() - last_ckpt > s.checkpoint_every_s:
                 checkpoint()
                 last_ckpt = time.time()
-            if (stop_after_s is not None and time.time() - t_start > stop_after_s) or step == until:
+            stop = stops.requested or (stop_after_s is not None and time.time() - t_start > stop_after_s)
+            if (_any_rank(stop, device) if world > 1 else stop) or step == until:
                 break
     finally:
         prefetch.shutdown(cancel_futures=True)
-        checkpoint()
+        if in_update:
+            logger.warning("interrupted in the middle of a step's update: %s keeps the state saved at step %s",
+                           out / "state", saved_at)
+        elif saved_at != step:
+            checkpoint()
         bar.close()
         if metrics is not None:
             metrics.close()
+    if stops.requested and step < s.steps:
+        raise TrainingStopped(stops.signum, f"stopped by {stops.name} at step {step} of {s.steps}: state saved in "
+                                            f"{out / 'state'}, model in {out / 'model'}; --resume continues it")
     return out / "model"
-
-
-def plot_metrics(jsonl: Path, png: Path) -> None:
-    """Training bits/dim (and the denoiser loss) against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in map(json.loads, filter(str.strip, jsonl.read_text().splitlines())) if "bpd" in r]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    steps = [r["step"] for r in rows]
-    ax.plot(steps, [r["bpd"] for r in rows], lw=0.5, alpha=0.4, label="train bits/dim")
-    k = max(1, len(rows) // 100)
-    smooth = np.convolve([r["bpd"] for r in rows], np.ones(k) / k, mode="valid")
-    ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits/dim")
-    ax.legend()
-    fig.tight_layout()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
 
 
 def _decay(text: str) -> float:
@@ -351,12 +395,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "fine-tuning leg (a few hundred steps) wants 0.99")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (affine math stays float32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/state")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue from OUT/state at the step it saved (metrics.jsonl keeps one row per step); "
+                             "an error when OUT holds no saved state")
+    resume.add_argument("--resume-or-start", action="store_true",
+                        help="continue from OUT/state when there is one, else start fresh: for jobs a scheduler "
+                             "restarts with the same command")
     p.add_argument("--init-from", help="warm start from a model name or checkpoint directory (same config)")
     p.add_argument("--budget-minutes", type=float,
                    help="fit the schedule to this wall-clock budget (the speed is measured after 40 steps)")
     p.add_argument("--stop-after", type=float, help="stop (with a checkpoint) after this many seconds")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.epilog = STOP_NOTE
+
+
+STOP_NOTE = ("SIGINT (Ctrl-C) or SIGTERM: the current step finishes, OUT/state and OUT/model are saved, and the "
+             "command exits 130 (SIGINT) or 143 (SIGTERM); --resume then continues from that step. A second signal "
+             "stops at once, keeping the last checkpoint. During the codec phase a stop saves nothing.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -369,6 +425,11 @@ def run(args: argparse.Namespace) -> int:
                       codec_steps=args.codec_steps, checkpoint_every_s=args.checkpoint_every, seed=args.seed,
                       bf16=args.bf16, device=args.device, init_from=args.init_from, ema=args.ema)
     budget = args.budget_minutes * 60 if args.budget_minutes else None
-    path = train(args.data, args.out, cfg, s, resume=args.resume, stop_after_s=args.stop_after, budget_s=budget)
+    try:
+        path = train(args.data, args.out, cfg, s, resume=args.resume or args.resume_or_start,
+                     start_if_no_state=args.resume_or_start, stop_after_s=args.stop_after, budget_s=budget)
+    except TrainingStopped as stop:
+        print(stop, file=sys.stderr)
+        return 128 + stop.signum  # the shell's code for death by that signal: a scheduler sees the run did not end
     print(f"model written to {path}")
     return 0
