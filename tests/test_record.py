@@ -19,7 +19,8 @@ from worldsim.dataset import Dataset
 from worldsim.envs import PushWorld
 from worldsim.envs.pushworld_policies import seek_action
 from worldsim.errors import DatasetError, WorldSimError
-from worldsim.record import RandomPolicy, action_spec_for, import_videos, record_dataset
+from worldsim.record import RandomPolicy, action_spec_for, record_dataset
+from worldsim.video import import_videos
 
 
 class Lamp(gym.Env):
@@ -316,7 +317,7 @@ def test_import_videos_with_numeric_actions(videos, tmp_path, caplog):
     lines = [{"video": "red.mp4", "actions": [[0.1 * t, -0.3] for t in range(5)]},
              {"video": "blue.mp4", "actions": [[-0.2, -0.3], [0.0, -0.3], [0.25, -0.3]]}]
     jsonl.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    with caplog.at_level("INFO", logger="worldsim.record"):
+    with caplog.at_level("INFO", logger="worldsim.video"):
         ds = Dataset(import_videos(folder, jsonl, tmp_path / "data"))
     assert "bounds are the data's min/max" in caplog.text
     # the constant second component gets a unit margin either side: bounds need low < high

@@ -86,7 +86,7 @@ def _record(args: argparse.Namespace) -> int:
     if args.import_videos is not None:
         if args.actions is None:
             args.subparser.error("--import-videos needs --actions FILE.jsonl")
-        from .record import import_videos
+        from .video import import_videos
 
         path = import_videos(args.import_videos, args.actions, args.out, size=args.size, overwrite=args.overwrite,
                              action_low=args.action_low, action_high=args.action_high)

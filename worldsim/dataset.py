@@ -263,7 +263,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     file = path / MANIFEST
     if not file.is_file():
         raise DatasetError(f"{file} is missing: {path} is not a worldsim dataset. Record one with "
-                           f"`worldsim record`, or import videos with worldsim.record.import_videos.")
+                           f"`worldsim record`, or import videos with `worldsim record --import-videos`.")
     try:
         manifest = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
