@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from worldsim.errors import InvalidFrames
-from worldsim.image_metrics import gaussian_window, psnr, ssim, window_size
+from worldsim.image_metrics import gaussian_window, mse, psnr, psnr_from_mse, ssim, window_size
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
@@ -32,6 +32,7 @@ def test_psnr_of_a_known_error():
     half = a.copy()
     half[:, :4] = 110  # half the pixels off by 10: MSE 50
     assert np.allclose(psnr(a, half), 10 * math.log10(255**2 / 50))
+    assert np.allclose(mse(a, half), 50) and psnr_from_mse(50.0) == pytest.approx(10 * math.log10(255**2 / 50))
 
 
 def test_ssim_of_flat_frames_is_the_luminance_term():

@@ -27,6 +27,18 @@ def _pair(a: np.ndarray, b: np.ndarray, min_side: int = 1) -> tuple[np.ndarray, 
     return a.astype(np.float64), b.astype(np.float64)
 
 
+def mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean squared error per frame over H, W and the 3 channels, in (0…255)² units: uint8 (..., H, W, 3) → (...,)."""
+    x, y = _pair(a, b)
+    return ((x - y) ** 2).mean(axis=(-3, -2, -1))
+
+
+def psnr_from_mse(error: np.ndarray | float) -> np.ndarray:
+    """10·log10(255² / MSE) in dB; inf where the MSE is 0."""
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(PEAK**2 / np.asarray(error, np.float64))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Peak signal-to-noise ratio in dB per frame: 10·log10(255² / MSE), the MSE over H, W and the 3 channels.
 
@@ -36,10 +48,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Returns:
         float64 (...,); inf where two frames are identical.
     """
-    x, y = _pair(a, b)
-    mse = ((x - y) ** 2).mean(axis=(-3, -2, -1))
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(PEAK**2 / mse)
+    return psnr_from_mse(mse(a, b))
 
 
 def gaussian_window(size: int, sigma: float = SIGMA) -> np.ndarray:
