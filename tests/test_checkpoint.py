@@ -61,3 +61,16 @@ def test_a_checkpoint_saved_without_its_config_in_the_weights_still_loads_and_is
     with pytest.raises(CheckpointError, match=r"shape mismatch at 'deep\.act_type'.*Likely cause: config.json was "
                                               r"edited after saving \(a width"):
         WorldModel.from_pretrained(path)
+
+
+def test_a_save_killed_between_its_two_renames_leaves_the_previous_checkpoint_findable(tmp_path):
+    import os
+
+    from worldsim.checkpoint import find_checkpoint
+
+    assert find_checkpoint(tmp_path / "state") is None
+    path = WorldModel.from_config("tiny").save(tmp_path / "state")
+    assert find_checkpoint(path) == path
+    os.replace(path, tmp_path / ".state.old")  # where save_checkpoint puts the old copy before renaming the new in
+    found = find_checkpoint(path)
+    assert found == tmp_path / ".state.old" and WorldModel.from_pretrained(found).config.name == "tiny"

@@ -23,7 +23,7 @@ from worldsim.envs.pushworld import PushWorld
 from worldsim.errors import CheckpointError, WorldSimError
 from worldsim.record import record_dataset
 from worldsim.train import TrainSettings, _steps_for_budget, train
-from worldsim.train_state import NothingToResume, StopSignals, read_metrics
+from worldsim.train_state import NothingToResume, StopSignals, read_metrics, trim_metrics
 
 OVERRIDES = {"height": 32, "width": 32, "codec": {"downsample": 8}}
 SETTINGS = TrainSettings(steps=6, batch=2, frames=4, codec_steps=8, codec_batch=8, warmup=2, checkpoint_every_s=1e9)
@@ -241,6 +241,16 @@ def test_sigterm_in_the_codec_phase_saves_nothing_and_resume_or_start_starts_fre
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     codec_steps = [r["codec_step"] for r in rows if "codec_step" in r]
     assert codec_steps == [] and [r["step"] for r in rows if "step" in r] == list(range(1, 7))  # no stale rows
+
+
+def test_trim_metrics_keeps_the_rows_up_to_the_saved_step_and_drops_torn_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"codec_step": 25}, {"codec_mse": 0.1}, *({"step": i, "bpd": 1.0 / i} for i in range(1, 6))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "bp')  # killed mid-write
+    assert trim_metrics(path, 3) == 3 and read_metrics(path) == rows[:5]
+    assert trim_metrics(path, 3) == 0 and path.read_text().endswith("\n")
+    assert trim_metrics(path, None) == 5 and path.read_text() == ""  # a fresh start keeps nothing
+    assert trim_metrics(tmp_path / "none.jsonl", 3) == 0
 
 
 def test_resume_without_state_is_a_named_error_on_the_command_line(data, tmp_path, capsys):
