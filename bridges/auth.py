@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from zmq.utils import z85
 from worldsim.errors import ConfigError
 
 KEY_CHARS = 40  # a Curve25519 key in Z85 text
+
+log = logging.getLogger(__name__)
 
 
 def as_key(key: str | bytes, what: str) -> bytes:
@@ -78,16 +82,20 @@ def curve_client(sock: zmq.Socket, server_public_key: str | bytes, public_key: s
 def load_key_folder(folder: str | os.PathLike) -> tuple[bytes, bytes, list[bytes]]:
     """The server's key pair and the allowed client keys of a `--curve-keys` folder:
 
-        server.key, server.key_secret   the server's certificates (made on first use; give server.key to clients)
+        server.key, server.key_secret   the server's certificates (made on first use, the secret one with mode 0600;
+                                        give server.key to clients)
         clients/*.key                   public certificates of the clients allowed to connect
 
-    Returns (public_key, secret_key, allowed_client_keys). No client certificate: ConfigError.
+    Returns (public_key, secret_key, allowed_client_keys). No client certificate: ConfigError. A secret key file
+    that others can read is used, with a warning.
     """
     root = Path(folder)
     secret_file = root / "server.key_secret"
     if not secret_file.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        zmq.auth.create_certificates(str(root), "server")
+        make_server_certificates(root)
+    if os.name == "posix" and secret_file.stat().st_mode & 0o077:
+        log.warning("%s can be read by other users (mode %o). Fix: chmod 600 %s", secret_file,
+                    secret_file.stat().st_mode & 0o777, secret_file)
     public, secret = zmq.auth.load_certificate(str(secret_file))
     clients = sorted((root / "clients").glob("*.key"))
     if not clients:
@@ -96,3 +104,17 @@ def load_key_folder(folder: str | os.PathLike) -> tuple[bytes, bytes, list[bytes
                           "zmq.auth.create_certificates('.', 'alice')\" and copy alice.key into "
                           f"{root / 'clients'} (keep alice.key_secret on the client).")
     return public, secret, [zmq.auth.load_certificate(str(c))[0] for c in clients]
+
+
+def make_server_certificates(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a new key pair as FOLDER/server.key (public) and FOLDER/server.key_secret (mode 0600, never readable by
+    others, not even for a moment: it is made in a private temporary folder, then moved). Returns both paths."""
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".keys-") as tmp:  # mode 0700
+        public, secret = zmq.auth.create_certificates(tmp, "server")
+        os.chmod(secret, 0o600)
+        os.chmod(public, 0o644)
+        os.replace(public, root / "server.key")
+        os.replace(secret, root / "server.key_secret")  # last: its existence means the pair is complete
+    return root / "server.key", root / "server.key_secret"

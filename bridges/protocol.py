@@ -198,7 +198,8 @@ def decode(frames: list[bytes], max_header_bytes: int = MAX_HEADER_BYTES,
     if not isinstance(header, dict):
         raise BridgeError("bad_header", f"header is a msgpack {type(header).__name__}; expected a map with keys "
                           "v, id, op (request) or v, id, ok (reply).")
-    rid = header.get("id") if isinstance(header.get("id"), int) and not isinstance(header.get("id"), bool) else None
+    rid = header.get("id")  # echoed in an error reply only when it is a valid id
+    rid = rid if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**63 else None
     if header.get("v") != PROTOCOL_VERSION:
         raise BridgeError("bad_version", f"protocol version {_short(header.get('v'))}; this side speaks "
                           f"v={PROTOCOL_VERSION}. Fix: send \"v\": {PROTOCOL_VERSION} (and upgrade the older side).",

@@ -203,6 +203,8 @@ def test_remote_scores_carry_the_calibrated_verdict():
 def test_prompt_reset_and_info(tiny, client):
     info = client.hello()
     assert info["protocol"] == PROTOCOL_VERSION and (info["height"], info["width"]) == (16, 16)
+    assert info["model"] == info["served"] == "tiny" and info["frame_stream"] is None
+    assert info["limits"]["max_tag_bytes"] == 8192 and info["limits"]["max_sessions"] == 256
     assert tuple(info["actions"]) == tiny.vocabulary == client.vocabulary
     assert client.ping() >= 0
     with tiny.session(seed=1) as local, client.session(seed=1) as remote:
@@ -229,6 +231,30 @@ def test_retried_seq_does_not_advance(tiny, raw):
     create = encode(header("create", id=6))
     assert rpc(raw, create)[0].result == rpc(raw, create)[0].result  # a retried create makes one session
     rpc(raw, encode(header("close", id=7, session=token, seq=4)))
+
+
+def test_reused_seq_with_another_request_is_refused(tiny, raw):
+    """The same seq is a retry only with the same request: another op, action or buffer gets 'seq_reused' (not the
+    cached reply as if it had run), and the session is unchanged."""
+    token = rpc(raw, encode(header("create", id=11, args={"seed": 2})))[0].result["session"]
+    rpc(raw, encode(header("reset", id=12, session=token, seq=1), [frames_like(1)]))
+    first, (frame,) = rpc(raw, encode(header("step", id=13, session=token, seq=2, args={"action": "stay"})))
+    for other in (encode(header("step", id=14, session=token, seq=2, args={"action": "move up"})),
+                  encode(header("step", id=14, session=token, seq=2, args={"action": "stay", "tag": {"t": 1}})),
+                  encode(header("observe", id=14, session=token, seq=2), [frames_like(1)[0]]),
+                  encode(header("reset", id=14, session=token, seq=1), [frames_like(1, seed=5)])):
+        reply, _ = rpc(raw, other)
+        assert not reply.ok and reply.id == 14
+        assert reply.error.code in ("seq_reused", "stale_seq"), reply.error
+    assert reply.error.code == "stale_seq"
+    reply, _ = rpc(raw, encode(header("step", id=15, session=token, seq=2, args={"action": "move up"})))
+    assert reply.error.code == "seq_reused" and "seq 2 already answered another request" in reply.error.message
+    assert "give every new request the next seq (3)" in reply.error.message
+    again, (same,) = rpc(raw, encode(header("step", id=16, session=token, seq=2, args={"action": "stay"})))
+    assert again.ok and again.id == 16 and again.result == first.result and np.array_equal(same, frame)
+    info, _ = rpc(raw, encode(header("info", id=17, session=token, seq=3)))
+    assert info.result["steps"] == 2 and info.result["last_seq"] == 2  # the last seq before this request
+    rpc(raw, encode(header("close", id=18, session=token, seq=4)))
 
 
 def test_client_retries_same_request_then_gets_reply():
@@ -480,6 +506,49 @@ def test_frame_stream(tiny):
         assert np.array_equal(frame, out.frame)
         with FrameSubscriber(srv.pub_endpoint, "nothing") as quiet, pytest.raises(BridgeTimeout, match="no frame on"):
             quiet.recv(timeout_s=0.05)
+        assert c.hello()["frame_stream"]["private"] is False and c.frame_stream == srv.pub_endpoint
+
+
+def test_private_stream_reaches_only_subscribers_that_know_the_id(tiny):
+    """With private_stream, a subscriber to every session ("frames." or "") or to a made-up id gets nothing; the
+    owner, who alone was told the session's stream id, gets its frames."""
+    from worldsim.bridges import FrameSubscriber
+
+    with BridgeServer(tiny, pub_address="tcp://127.0.0.1:0", private_stream=True) as srv, \
+            RemoteWorldModel(srv.port, timeout_s=5.0) as c, c.session(seed=0) as s:
+        stream = c.hello()["frame_stream"]
+        assert stream == {"endpoint": srv.pub_endpoint, "port": int(srv.pub_endpoint.rsplit(":", 1)[1]),
+                          "private": True} and c.frame_stream == srv.pub_endpoint
+        assert len(s.stream) == 32 and s.stream not in s.token
+        s.reset(frames=frames_like(1))
+        ctx = zmq.Context()
+        snoop = ctx.socket(zmq.SUB)
+        snoop.setsockopt(zmq.LINGER, 0)
+        for topic in (b"", b"frames.", b"frames." + s.stream[:8].encode(), b"frames." + b"0" * 32):
+            snoop.setsockopt(zmq.SUBSCRIBE, topic)
+        snoop.connect(srv.pub_endpoint)
+        try:
+            with FrameSubscriber(srv.pub_endpoint) as everything, FrameSubscriber(c.frame_stream, s.stream) as mine:
+                for _ in range(100):  # until the owner's subscription has reached the server
+                    out = s.step("stay", tag={"secret": 1})
+                    try:
+                        head, frame = mine.recv(timeout_s=0.05)
+                        break
+                    except BridgeTimeout:
+                        continue
+                else:
+                    pytest.fail("no frame reached the subscriber that knows the stream id")
+                for _ in range(3):
+                    out = s.step("move up")
+                while head["step"] != out.info["step"]:
+                    head, frame = mine.recv(timeout_s=5.0)
+                assert np.array_equal(frame, out.frame) and head["stream"] == s.stream
+                with pytest.raises(BridgeTimeout):
+                    everything.recv(timeout_s=0.2)
+                assert not snoop.poll(100, zmq.POLLIN)
+        finally:
+            snoop.close(linger=0)
+            ctx.term()
 
 
 def test_client_side_errors(server):

@@ -1,5 +1,6 @@
 """CURVE on the bridge: an allowed client works (control and frame stream, encrypted); a client with another key,
-or without CURVE, gets no connection at all (BridgeTimeout); key errors are clear; `worldsim serve --curve-keys`."""
+or without CURVE, gets no connection at all (BridgeTimeout); key errors are clear; the server's secret key file is
+private (0600); `worldsim serve --curve-keys`."""
 
 from __future__ import annotations
 
@@ -33,13 +34,13 @@ def keys():
 def test_allowed_client_works_and_others_time_out(tiny, keys):
     (spub, ssec), (apub, asec), (mpub, msec) = keys["server"], keys["alice"], keys["mallory"]
     with BridgeServer(tiny, curve_public_key=spub, curve_secret_key=ssec, allowed_client_keys=[apub],
-                      pub_address="tcp://127.0.0.1:0") as srv:
+                      pub_address="tcp://127.0.0.1:0", private_stream=True) as srv:
         with RemoteWorldModel(srv.port, timeout_s=5.0, server_public_key=spub, public_key=apub,
                               secret_key=asec) as alice, alice.session(seed=0) as s, \
                 FrameSubscriber(srv.pub_endpoint, s.stream, server_public_key=spub, public_key=apub,
                                 secret_key=asec) as sub:
             s.reset(frames=first())
-            for _ in range(100):  # the subscription needs a moment to reach the server
+            for steps in range(1, 101):  # the subscription needs a moment to reach the server
                 out = s.step("stay")
                 try:
                     head, frame = sub.recv(timeout_s=0.05)
@@ -53,7 +54,9 @@ def test_allowed_client_works_and_others_time_out(tiny, keys):
             assert np.array_equal(frame, out.frame)
             with tiny.session(seed=0) as local:
                 local.reset(frames=first())
-                assert np.array_equal(local.step("stay").frame, out.frame)
+                for _ in range(steps):
+                    want = local.step("stay")
+                assert np.array_equal(want.frame, out.frame)
         for kwargs in ({"server_public_key": spub, "public_key": mpub, "secret_key": msec},  # not on the list
                        {"server_public_key": spub},  # a fresh key pair: not on the list either
                        {}):  # no CURVE at all
@@ -101,6 +104,23 @@ def test_key_folder(tmp_path):
     assert (public, secret) == zmq.auth.load_certificate(str(tmp_path / "keys" / "server.key_secret"))
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_server_secret_key_is_written_0600_and_a_readable_one_is_warned_about(tmp_path, caplog):
+    old = os.umask(0o022)  # the usual umask: pyzmq alone writes the secret key world-readable under it
+    try:
+        with pytest.raises(ConfigError, match="no client certificates"):
+            load_key_folder(tmp_path / "keys")
+    finally:
+        os.umask(old)
+    secret, public = tmp_path / "keys" / "server.key_secret", tmp_path / "keys" / "server.key"
+    assert secret.stat().st_mode & 0o777 == 0o600 and public.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["server.key", "server.key_secret"]
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match="no client certificates"):
+        load_key_folder(tmp_path / "keys")
+    assert "can be read by other users (mode 644). Fix: chmod 600" in caplog.text
+
+
 def test_serve_with_curve_keys(tmp_path):
     model = tmp_path / "tiny"
     WorldModel.from_config("tiny").save(model)
@@ -111,7 +131,7 @@ def test_serve_with_curve_keys(tmp_path):
     apub, asec = zmq.auth.load_certificate(str(tmp_path / "alice.key_secret"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "worldsim.cli", "serve", "--model", str(model), "--port", "0",
-                             "--curve-keys", str(keys), "--batch-window-ms", "1"],
+                             "--curve-keys", str(keys), "--batch-window-ms", "1", "--max-sessions", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout.readline().startswith("NOTE: checkpoint")
@@ -120,7 +140,9 @@ def test_serve_with_curve_keys(tmp_path):
         spub = zmq.auth.load_certificate(str(keys / "server.key"))[0]
         with RemoteWorldModel(endpoint, timeout_s=10.0, server_public_key=spub, public_key=apub,
                               secret_key=asec) as c:
-            assert c.info()["batching"]["window_ms"] == 1
+            info = c.info()
+            assert info["batching"]["window_ms"] == 1 and info["limits"]["max_sessions"] == 3
+            assert info["served"] == "tiny" and info["frame_stream"]["private"] is True
         with RemoteWorldModel(endpoint, timeout_s=0.3, retries=0) as plain, pytest.raises(BridgeTimeout):
             plain.ping()
     finally:
