@@ -142,3 +142,8 @@ def test_vector_env_takes_a_batch_of_vectors(vec):
         frames, rewards, term, trunc, info = envs.step(envs.action_space.sample())
         assert frames.shape == (3, 16, 16, 3) and "action_text" not in info
     envs.close()
+
+
+def test_a_float32_value_on_a_bound_is_inside_it():
+    spec = ActionSpec.vector([0.0], [0.4])
+    assert spec.check(np.array([np.float32(0.4)]))[0] == np.float32(0.4)  # float32(0.4) > 0.4 in float64

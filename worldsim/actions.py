@@ -99,7 +99,9 @@ class ActionSpec(BaseModel):
                                 f"vector actions ({self.describe()}). Fix: pass one value per component.")
         if not np.isfinite(arr).all():
             raise InvalidAction(f"{what}: received non-finite values {arr.tolist()}; expected finite floats.")
-        lo, hi = np.asarray(self.low), np.asarray(self.high)
+        # compared in float32, the precision actions are stored and used in: a stored float32(0.4) is on a 0.4 bound
+        arr = arr.astype(np.float32)
+        lo, hi = np.asarray(self.low, np.float32), np.asarray(self.high, np.float32)
         outside = (arr < lo) | (arr > hi)
         if outside.any():
             if self.out_of_bounds == "refuse":
@@ -107,8 +109,8 @@ class ActionSpec(BaseModel):
                 raise InvalidAction(f"{what}: component {i} is {arr[i]:g}, outside its bounds [{lo[i]:g}, {hi[i]:g}]"
                                     f" (received {arr.tolist()}). Fix: clip it, or open the model with "
                                     "out_of_bounds='clip' in its action spec.")
-            return np.clip(arr, lo, hi).astype(np.float32), True
-        return arr.astype(np.float32), False
+            return np.clip(arr, lo, hi), True
+        return arr, False
 
     # ----- text -------------------------------------------------------------------------------------------------
     def check_text(self, action: Any, strict: bool, what: str = "action") -> str:
