@@ -10,6 +10,7 @@ from worldsim.errors import WorldSimError
 from worldsim.worlds import World, register
 
 from .pushworld import detect_objects
+from .pushworld_eval import EXTRAS, eval_extras
 from .pushworld_policies import POLICIES
 
 ENV_ID = "worldsim/PushWorld-v0"
@@ -36,5 +37,6 @@ WORLD = register(World(
     policies=POLICIES,
     default_policy="pushworld",
     detector=detect_objects,
-    extras={"demo_script": DEMO_SCRIPT},
+    eval_extras=eval_extras,
+    extras={"demo_script": DEMO_SCRIPT, **EXTRAS},
 ))

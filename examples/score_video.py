@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 import worldsim
-from worldsim.eval_metrics import held_out_clip, implausible_clip
+from worldsim.envs.pushworld_eval import held_out_clip, implausible_clip
 from worldsim.scoring import score_video
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from worldsim import WorldModel
-from worldsim.eval_metrics import detect, held_out_clip, long_actions
+from worldsim.envs.pushworld_eval import detect, held_out_clip, long_actions
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--model", default="pushworld-64")

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from .bench_flops import FlopCounter
-from .eval_metrics import held_out_clip
 from .model.cache import DeepState
 from .sampling import SamplerSettings, sample_frame
 from .world_model import WorldModel
+from .worlds import get as get_world
 
 BATCH = 32  # sessions stepped together for batch_scaling and flops_fraction
 CONTEXTS = (2, 16)  # context frames compared by kv_cache_flatness
@@ -68,7 +68,7 @@ def real_clip(model: WorldModel, length: int, seed: int = 0) -> tuple[np.ndarray
     """
     h, w = model.config.height, model.config.width
     side = h if h == w and h >= 32 else 64
-    clip = held_out_clip(side, seed, 0, 1, length)
+    clip = get_world("pushworld").extras["held_out_clip"](side, seed, 0, 1, length)
     frames = clip.frames
     if (side, side) != (h, w):
         import cv2

@@ -140,8 +140,9 @@ def calibrate(model: Any, clips: Sequence[np.ndarray], actions: Sequence[Sequenc
 def pushworld_calibration(model: Any, episodes: int = 64, length: int = 24, seed: int = CALIBRATION_SEED,
                           progress: Any = None) -> Calibration:
     """`calibrate` on held-out PushWorld clips (world seeds seed, seed+1, …; the eval's scripted policy)."""
-    from .eval_metrics import held_out_clip
+    from .worlds import get
 
+    held_out_clip = get("pushworld").extras["held_out_clip"]
     clips = [held_out_clip(model.config.height, seed, i, episodes, length) for i in range(episodes)]
     return calibrate(model, [c.frames for c in clips], [c.actions for c in clips],
                      source=f"PushWorld: {episodes} held-out clips of {length} frames, world seeds from {seed}",
