@@ -244,7 +244,8 @@ def _buffers(specs: Any, bufs: list[bytes], max_buffers: int, rid: int | None) -
         need = math.prod(shape) * DTYPES[dtype].itemsize  # exact Python ints: huge declared sizes cannot overflow
         if need != len(buf):
             raise BridgeError("bad_buffer", f"buffer {i}: {dtype} {tuple(shape)} needs {need} bytes; the frame has "
-                              f"{len(buf)}. Fix: send arr.tobytes() of a C-contiguous array of that shape.", rid)
+                              f"{len(buf)}. Fix: send prod(shape) × itemsize raw bytes, row-major (C order), "
+                              "little-endian, no padding (numpy: arr.tobytes()).", rid)
         arrays.append(np.frombuffer(buf, dtype=DTYPES[dtype]).reshape(shape))
     return arrays
 

@@ -40,8 +40,9 @@ def test_allowed_client_works_and_others_time_out(tiny, keys):
                 FrameSubscriber(srv.pub_endpoint, s.stream, server_public_key=spub, public_key=apub,
                                 secret_key=asec) as sub:
             s.reset(frames=first())
-            for steps in range(1, 101):  # the subscription needs a moment to reach the server
-                out = s.step("stay")
+            steps = 0
+            for _ in range(100):  # the subscription needs a moment to reach the server
+                out, steps = s.step("stay"), steps + 1
                 try:
                     head, frame = sub.recv(timeout_s=0.05)
                     break
