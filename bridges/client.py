@@ -13,6 +13,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from worldsim.actions import ActionSpec
 from worldsim.errors import ConfigError
 from worldsim.plausibility import Verdict
 from worldsim.session import StepResult
@@ -148,6 +149,13 @@ class RemoteWorldModel:
     @property
     def vocabulary(self) -> tuple[str, ...]:
         return tuple((self._hello or self.hello())["actions"])
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        """What the served model's actions are (from `hello`; a server that does not say: text, its `actions`)."""
+        h = self._hello or self.hello()
+        spec = h.get("action_spec")
+        return ActionSpec.text(h["actions"]) if spec is None else ActionSpec.model_validate(spec)
 
     @property
     def config(self) -> RemoteConfig:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from worldsim.errors import ConfigError, InvalidAction, InvalidFrames, SessionStateError, WorldSimError
 from worldsim.frames import check_action_count
 from worldsim.session import Session, StepResult
 from worldsim.world_model import WorldModel
@@ -19,6 +20,13 @@ from worldsim.world_model import WorldModel
 from .protocol import MAX_ACTION_CHARS, MAX_MESSAGE_CHARS, MAX_TAG_BYTES, PROTOCOL_VERSION, BridgeError, encode
 
 log = logging.getLogger(__name__)
+
+# WorldSimError subclasses → stable error codes (anything else from the model is "worldsim_error"; any other
+# exception is a server bug: "internal", logged with its traceback).
+CODES: tuple[tuple[type[Exception], str], ...] = (
+    (BridgeError, ""), (InvalidFrames, "invalid_frames"), (InvalidAction, "invalid_action"),
+    (SessionStateError, "session_state"), (ConfigError, "bad_config"), (WorldSimError, "worldsim_error"))
+CHANGES_SESSION = ("reset", "step", "observe")  # ops rolled back when they fail
 
 
 @dataclass
@@ -108,6 +116,7 @@ class Ops:
             "private": self.private_stream}
         return {"protocol": PROTOCOL_VERSION, "model": cfg.name, "served": self.name, "height": cfg.height,
                 "width": cfg.width, "fps": cfg.fps, "actions": list(cfg.actions),
+                "action_spec": cfg.action_spec.model_dump(mode="json"),
                 "likelihood_space": cfg.likelihood_space, "dims_per_frame": int(self.model.net.dims_per_frame),
                 "sampling_defaults": dict(getattr(self.model, "sampling_defaults", {})), "frame_stream": stream,
                 "limits": {"max_message_bytes": self.max_message_bytes,
@@ -248,3 +257,13 @@ def error_reply(rid: int, code: str, message: str) -> dict[str, Any]:
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     return {"v": PROTOCOL_VERSION, "id": rid, "ok": False, "result": None, "error": {"code": code, "message": message}}
+
+
+def exception_reply(rid: int, e: Exception) -> dict[str, Any]:
+    """The error reply for an exception: its stable code; an unexpected exception is a server bug, "internal"."""
+    code = next((c or getattr(e, "code", "") for t, c in CODES if isinstance(e, t)), None)
+    if code is None:
+        log.error("bridge: internal error answering request %s", rid, exc_info=e)
+        return error_reply(rid, "internal", f"the server failed ({type(e).__name__}: {e}); the session is as it "
+                           "was before this request. Fix: report it with the server's log.")
+    return error_reply(rid, code, e.message if isinstance(e, BridgeError) else str(e))

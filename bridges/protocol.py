@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any, Literal
 
@@ -217,6 +218,15 @@ def decode(frames: list[bytes], max_header_bytes: int = MAX_HEADER_BYTES,
         return model.model_validate(header), arrays
     except ValidationError as e:
         raise BridgeError("bad_header", f"invalid {model.__name__.lower()} header: {_errors(e)}.", rid) from None
+
+
+def request_digest(req: Request, arrays: list[np.ndarray]) -> bytes:
+    """Fingerprint of what a session request asks (op, args, buffers; not its id)."""
+    h = hashlib.blake2b(msgpack.packb([req.op, req.args, [[a.dtype.str, list(a.shape)] for a in arrays]],
+                                      use_bin_type=True), digest_size=16)
+    for a in arrays:
+        h.update(a.data)
+    return h.digest()
 
 
 def _buffers(specs: Any, bufs: list[bytes], max_buffers: int, rid: int | None) -> list[np.ndarray]:

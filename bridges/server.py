@@ -3,7 +3,6 @@ at worst), a failed op leaves its session as it was, and the server keeps servin
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import threading
@@ -11,26 +10,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import numpy as np
 import zmq
 
-from worldsim.errors import ConfigError, InvalidAction, InvalidFrames, SessionStateError, WorldSimError
+from worldsim.errors import ConfigError
 from worldsim.session import batch_key, step_sessions
 from worldsim.world_model import WorldModel
 
 from .auth import as_key, curve_server, start_authenticator
-from .ops import Entry, Ops, error_reply, ok_reply
-from .protocol import SESSION_OPS, BridgeError, Request, decode, encode, parse_args
+from .ops import CHANGES_SESSION, Entry, Ops, exception_reply, ok_reply
+from .protocol import SESSION_OPS, BridgeError, Request, decode, encode, parse_args, request_digest
 
 log = logging.getLogger(__name__)
-
-# WorldSimError subclasses → stable error codes (anything else from the model is "worldsim_error"; any other
-# exception is a server bug: "internal", logged with its traceback).
-CODES: tuple[tuple[type[Exception], str], ...] = (
-    (BridgeError, ""), (InvalidFrames, "invalid_frames"), (InvalidAction, "invalid_action"),
-    (SessionStateError, "session_state"), (ConfigError, "bad_config"), (WorldSimError, "worldsim_error"))
-CHANGES_SESSION = ("reset", "step", "observe")  # ops rolled back when they fail
 
 
 @dataclass
@@ -308,7 +299,7 @@ class BridgeServer(Ops):
             args = parse_args(req.op, req.args, req.id)
             if req.op in SESSION_OPS or (req.op == "info" and req.session is not None):
                 entry = self._entry(identity, req)
-                digest = b"" if req.seq is None else _digest(req, arrays)
+                digest = b"" if req.seq is None else request_digest(req, arrays)
                 if req.seq is not None and entry.last_seq is not None:
                     if req.seq == entry.last_seq and entry.last_reply is not None:
                         if digest != entry.last_digest:
@@ -331,7 +322,7 @@ class BridgeServer(Ops):
         except Exception as e:
             if rid < 0 and getattr(e, "request_id", None) is not None:
                 rid = e.request_id
-            return encode(_error(rid, e))
+            return encode(exception_reply(rid, e))
 
     def _run(self, job: _Job) -> list[bytes]:
         """Run one session op and encode its reply; any failure (the op's or the reply's) rolls the session back and
@@ -349,7 +340,7 @@ class BridgeServer(Ops):
         except Exception as e:
             if snapshot is not None:
                 entry.session.restore(snapshot)
-            head, out = _error(rid, e), []
+            head, out = exception_reply(rid, e), []
             frames = encode(head)
         else:
             self._announce(entry, job.req.op, job.args, job.arrays, result, out)
@@ -428,22 +419,3 @@ class BridgeServer(Ops):
                               "after idle timeout, closed to make room on a full server, or never created here). "
                               "Fix: create a new session.", req.id)
         return entry
-
-
-def _error(rid: int, e: Exception) -> dict[str, Any]:
-    """The error reply for an exception: its stable code; an unexpected exception is a server bug, "internal"."""
-    code = next((c or getattr(e, "code", "") for t, c in CODES if isinstance(e, t)), None)
-    if code is None:
-        log.error("bridge: internal error answering request %s", rid, exc_info=e)
-        return error_reply(rid, "internal", f"the server failed ({type(e).__name__}: {e}); the session is as it "
-                           "was before this request. Fix: report it with the server's log.")
-    return error_reply(rid, code, e.message if isinstance(e, BridgeError) else str(e))
-
-
-def _digest(req: Request, arrays: list[np.ndarray]) -> bytes:
-    """Fingerprint of what a session request asks (op, args, buffers; not its id)."""
-    h = hashlib.blake2b(msgpack.packb([req.op, req.args, [[a.dtype.str, list(a.shape)] for a in arrays]],
-                                      use_bin_type=True), digest_size=16)
-    for a in arrays:
-        h.update(a.data)
-    return h.digest()
