@@ -207,8 +207,8 @@ class Ops:
         head = {"v": PROTOCOL_VERSION, "stream": entry.stream, "time": time.time(), **info}
         try:
             self._pub.send_multipart([f"frames.{entry.stream}".encode(), *encode(head, [frame])], zmq.NOBLOCK)
-        except (zmq.ZMQError, BridgeError) as e:  # the stream is for display: a message that cannot go is dropped
-            log.warning("bridge: frame stream message dropped (%s)", e)
+        except Exception as e:  # the stream is for display: a message that cannot go is dropped, the step stands
+            log.warning("bridge: frame stream message dropped (%s: %s)", type(e).__name__, e)
 
     def _subscriptions(self) -> None:
         """Private stream (XPUB, manual subscriptions): honour a subscription only to the exact topic of an open
