@@ -2,9 +2,7 @@
 
 from gymnasium.envs.registration import register, registry
 
-from worldsim.config import PUSHWORLD_ACTIONS
-
-from .pushworld import PushWorld, detect_objects
+from .pushworld import PUSHWORLD_ACTIONS, PushWorld, detect_objects
 
 PUSHWORLD_ID = "worldsim/PushWorld-v0"
 WORLD_MODEL_ID = "worldsim/WorldModel-v0"

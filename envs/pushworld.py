@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.errors import InvalidAction, suggest
 from worldsim.frames import check_discrete_action
 
@@ -20,6 +19,8 @@ WALL_COLOUR = (128, 128, 128)
 AGENT_COLOUR = (40, 90, 255)
 BLOCK_COLOUR = (255, 140, 0)
 GOAL_COLOUR = (0, 200, 0)
+
+PUSHWORLD_ACTIONS = ("move up", "move down", "move left", "move right", "stay")  # PushWorld's phrases, in order
 
 # Unit moves (dx, dy) in image coordinates (y grows downwards), in PUSHWORLD_ACTIONS order.
 _MOVES = {"move up": (0.0, -1.0), "move down": (0.0, 1.0), "move left": (-1.0, 0.0),

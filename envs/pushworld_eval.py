@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.errors import ConfigError, WorldSimError
 from worldsim.eval_metrics import auroc, json_float, lost_for_good_at, progress_bar, rollout, score_clips
 from worldsim.plausibility import hottest_patch, judge
 
-from .pushworld import BLOCK_COLOUR, PushWorld, detect_objects
+from .pushworld import BLOCK_COLOUR, PUSHWORLD_ACTIONS, PushWorld, detect_objects
 from .pushworld_policies import PushWorldPolicy
 
 OBJECTS = ("agent", "block")

@@ -8,10 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.errors import WorldSimError
 
-from .pushworld import PushWorld
+from .pushworld import PUSHWORLD_ACTIONS, PushWorld
 
 
 class PushWorldPolicy:

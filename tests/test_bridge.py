@@ -187,7 +187,7 @@ def test_remote_matches_local(tiny, client):
 
 def test_remote_scores_carry_the_calibrated_verdict():
     from worldsim import WorldModel
-    from worldsim.eval_metrics import held_out_clip
+    from worldsim.envs.pushworld_eval import held_out_clip
 
     wm = WorldModel.from_pretrained("pushworld-64")  # ships with a calibration
     clip = held_out_clip(64, seed=5, index=0, episodes=1, length=4)

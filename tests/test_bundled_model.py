@@ -11,7 +11,7 @@ import pytest
 
 from worldsim import WorldModel
 from worldsim.demo import bundled_models
-from worldsim.eval_metrics import detect, held_out_clip, implausible_clip
+from worldsim.envs.pushworld_eval import detect, held_out_clip, implausible_clip
 
 
 @pytest.fixture(scope="module")

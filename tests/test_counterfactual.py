@@ -8,8 +8,8 @@ import torch
 
 from worldsim import WorldModel
 from worldsim.envs import PushWorld
+from worldsim.envs.pushworld_eval import detect
 from worldsim.errors import InvalidAction
-from worldsim.eval_metrics import detect
 
 ACTS = ["move up", "move left", "stay", "move right", "move down"]
 

@@ -196,9 +196,6 @@ def test_the_pushworld_plugin_exposes_its_eval(small):
     world = get_world("pushworld")
     assert world.eval_extras is eval_extras and world.extras["held_out_clip"] is held_out_clip
     assert {"implausible_clip", "detect", "long_actions"} <= set(world.extras)
-    from worldsim.eval_metrics import held_out_clip as moved  # older import path, through the registry
-
-    assert moved is held_out_clip
 
 
 def test_extras_skip_models_they_cannot_measure_and_reject_bad_settings(small, tiny):

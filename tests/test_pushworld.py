@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.dataset import Dataset
 from worldsim.envs import PushWorld
-from worldsim.envs.pushworld import detect_objects
+from worldsim.envs.pushworld import PUSHWORLD_ACTIONS, detect_objects
 from worldsim.envs.pushworld_policies import POLICIES, PushWorldPolicy, seek_action
 from worldsim.errors import InvalidAction, WorldSimError
 from worldsim.record import record_dataset

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from worldsim.actions import ActionSpec
-from worldsim.config import PUSHWORLD_ACTIONS
 from worldsim.dataset import Dataset
 from worldsim.envs import PushWorld
+from worldsim.envs.pushworld import PUSHWORLD_ACTIONS
 from worldsim.envs.pushworld_policies import seek_action
 from worldsim.errors import DatasetError, WorldSimError
 from worldsim.record import RandomPolicy, action_spec_for, record_dataset

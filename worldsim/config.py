@@ -12,7 +12,6 @@ from .errors import ConfigError, suggest
 FORMAT_VERSION = 1
 # The text vocabulary presets start with (training replaces it with the dataset's action spec).
 DEFAULT_ACTIONS = ("move up", "move down", "move left", "move right", "stay")
-PUSHWORLD_ACTIONS = DEFAULT_ACTIONS  # PushWorld's phrases; kept here for older imports
 
 
 class _Frozen(BaseModel):

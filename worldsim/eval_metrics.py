@@ -113,15 +113,3 @@ def save_filmstrip(path: str | Path, real: Sequence[np.ndarray], gens: Sequence[
     fig.savefig(path)
     return path
 
-
-# PushWorld's eval helpers moved into its world (envs/pushworld_eval.py). Older imports from here still resolve,
-# through the world registry (so this module imports no world).
-_MOVED = {"held_out_clip", "implausible_clip", "detect", "long_actions"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from .worlds import get
-
-        return get("pushworld").extras[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

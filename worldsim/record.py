@@ -310,11 +310,3 @@ def _record(env: gym.Env, env_id: str, episodes: int, out_dir: str | os.PathLike
     logger.info("recorded %d episodes of %s with the %r policy", episodes, env_id, policy_name)
     return writer.close()
 
-
-def __getattr__(name: str) -> Any:
-    # Transitional: PushWorld's data policy now lives in its world (envs/pushworld_policies.py); eval_metrics still
-    # imports it from here until PushWorld's eval moves into the world's plug-in. Reached through the registry, so
-    # this module imports no world.
-    if name == "PushWorldPolicy":
-        return worlds.get("pushworld").policies["pushworld"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
