@@ -180,7 +180,7 @@ class RemoteWorldModel:
     def score(self, clip: np.ndarray, actions: list[str | None] | None = None, prompt: str | None = None,
               noise_draws: int = 0, seed: int = 0) -> ScoreReport:
         """Exact per-frame log-likelihoods of one uint8 (T, H, W, 3) clip (see `WorldModel.score`)."""
-        args = {"actions": actions, "prompt": prompt, "noise_draws": noise_draws, "seed": seed}
+        args = {"actions": _wire_actions(actions), "prompt": prompt, "noise_draws": noise_draws, "seed": seed}
         result, (lp, bpd, tok, surprise) = self.call("score", args=args, arrays=[_uint8(clip, "clip")])
         v = result.get("verdict")
         verdict = None if v is None else Verdict(
@@ -211,22 +211,23 @@ class RemoteSession:
               actions: Sequence[str | None] | None = None) -> np.ndarray:
         """Start from real frames uint8 (t0, H, W, 3), or imagine frame 0 from `prompt`; returns the last frame."""
         arrays = [] if frames is None else [_uint8(frames, "frames")]
-        args = {"prompt": prompt, "actions": None if actions is None else list(actions)}
+        args = {"prompt": prompt, "actions": _wire_actions(actions)}
         return self.call("reset", args, arrays)[1][0]
 
-    def step(self, action: str, tag: dict[str, Any] | None = None) -> StepResult:
+    def step(self, action: Any, tag: dict[str, Any] | None = None) -> StepResult:
         """Imagine the next frame after `action`. `tag` (e.g. {"pose": [...], "time": t}) is echoed in
         `info["tag"]` and on the frame stream."""
-        r, (frame,) = self.call("step", {"action": action} if tag is None else {"action": action, "tag": tag})
+        wire = _wire_action(action)
+        r, (frame,) = self.call("step", {"action": wire} if tag is None else {"action": wire, "tag": tag})
         info = {"iterations": r["iterations"], "likelihood_space": r["likelihood_space"], "step": r["step"]}
         if "tag" in r:
             info["tag"] = r["tag"]
         reward = r["reward"] if self.reward_fn is None else float(np.float32(self.reward_fn(frame, action)))  # as local
         return StepResult(frame, r["log_prob"], r["bits_per_dim"], reward, r["terminated"], info)
 
-    def observe(self, frame: np.ndarray, action: str | None = None) -> float:
+    def observe(self, frame: np.ndarray, action: Any = None) -> float:
         """Condition on a real uint8 (H, W, 3) frame reached by `action`; returns its log-likelihood (nats)."""
-        return self.call("observe", {"action": action}, [_uint8(frame, "frame")])[0]["log_prob"]
+        return self.call("observe", {"action": _wire_action(action)}, [_uint8(frame, "frame")])[0]["log_prob"]
 
     def fork(self, seed: int | None = None) -> RemoteSession:
         """An independent server-side copy."""
@@ -306,3 +307,17 @@ def _uint8(a: Any, what: str) -> np.ndarray:
         raise BridgeError("bad_buffer", f"{what} must be a uint8 array; received dtype {a.dtype}. "
                           "Fix: convert with .astype(np.uint8).")
     return a
+
+
+def _wire_action(action: Any) -> Any:
+    """A phrase as is; a vector action (array or sequence of numbers) as a msgpack list of floats."""
+    if action is None or isinstance(action, str):
+        return action
+    if isinstance(action, np.ndarray) or (isinstance(action, (list, tuple)) and action
+                                          and all(isinstance(v, (int, float, np.number)) for v in action)):
+        return [float(v) for v in np.asarray(action, np.float64).reshape(-1)]
+    return action  # anything else goes as given, for the server to refuse with a clear error
+
+
+def _wire_actions(actions: Any) -> list | None:
+    return None if actions is None else [_wire_action(a) for a in actions]

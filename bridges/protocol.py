@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 
 import msgpack
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from worldsim.errors import WorldSimError, suggest
+from worldsim.settings import SessionSettings, describe_errors
 
 PROTOCOL_VERSION = 1
 OPS = ("hello", "create", "reset", "step", "observe", "score", "fork", "close", "info", "ping")
@@ -21,6 +22,7 @@ MAX_BUFFERS = 8
 MAX_NDIM = 8
 MAX_TAG_BYTES = 8 * 1024  # a step's tag, packed: it travels back in the reply and on the frame stream
 MAX_ACTION_CHARS = 1000  # an action text (echoed on the frame stream)
+MAX_ACTION_DIM = 256  # components of a vector action
 MAX_MESSAGE_CHARS = 2000  # an error message is cut to this (it may quote what the client sent)
 
 
@@ -81,23 +83,23 @@ class Reply(_Strict):
 
 
 # Op arguments, validated by the server (strict types: "1" is not an int; an int is accepted for a float).
-Action = Annotated[str, StringConstraints(max_length=MAX_ACTION_CHARS)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+TextAction = Annotated[str, StringConstraints(max_length=MAX_ACTION_CHARS)]
+VectorAction = Annotated[list[Finite], Field(min_length=1, max_length=MAX_ACTION_DIM)]
+Action = TextAction | VectorAction  # a phrase (text model) or a list of d floats (vector model)
 
 
-class CreateArgs(_Strict):
+class CreateArgs(SessionSettings):
+    """`seed` plus the session settings (`worldsim.SessionSettings`: the same names, defaults and checks)."""
+
     seed: int = Field(0, ge=-(2**63), lt=2**64, description="Seeds the session's generator.")
-    sampler: str = Field("jacobi", description="'jacobi' or 'sequential'.")
-    guidance: Finite = Field(0.0, description="Classifier-free guidance weight.")
-    temperature: Finite = Field(1.0, description="Scale of the sampling noise.")
-    tol: Finite = Field(1e-4, description="Jacobi tolerance.")
-    max_iter: int | None = Field(None, ge=1, description="Jacobi iteration cap.")
-    chunk: int | None = Field(None, ge=1, description="Jacobi chunk length in tokens.")
-    denoise: str = Field("learned", description="'learned', 'tweedie' or 'none'.")
-    context: str = Field("sample", description="'sample' or 'frame'.")
-    strict_actions: bool = Field(True, description="Reject actions outside the vocabulary.")
-    freeze_prefix: bool = Field(False, description="Jacobi commits converged prefixes (faster alone; never batched).")
-    best_of: int = Field(1, ge=1, le=64, description="Candidates per frame, the likeliest kept (never batched).")
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _integer_seed(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an int, received {type(value).__name__} {value!r}")
+        return value
 
 
 class ResetArgs(_Strict):
@@ -106,7 +108,7 @@ class ResetArgs(_Strict):
 
 
 class StepArgs(_Strict):
-    action: Action = Field(..., description="Text action.")
+    action: Action = Field(..., description="A phrase (text model) or a list of d floats (vector model).")
     tag: dict[str, Any] | None = Field(None, description="Client data (e.g. pose, time) echoed in the reply and "
                                        "the frame stream, so an AR/VR client can reproject the frame; at most "
                                        f"{MAX_TAG_BYTES} bytes as msgpack.")
@@ -143,6 +145,10 @@ def parse_args(op: str, args: dict[str, Any], request_id: int | None = None) -> 
     try:
         parsed = ARGS[op].model_validate(args)
     except ValidationError as e:
+        settings = [err for err in e.errors() if err.get("loc") and err["loc"][0] in SessionSettings.model_fields]
+        if op == "create" and len(settings) == len(e.errors()):  # only bad settings: named as a local session would
+            raise BridgeError("bad_config", f"create: invalid session settings: {describe_errors(e, args)}.",
+                              request_id) from None
         raise BridgeError("bad_request", f"{op}: invalid args {_short(args)}: {_errors(e)}. "
                           f"Expected fields: {sorted(ARGS[op].model_fields)}.", request_id) from None
     if op == "step" and parsed.tag is not None:

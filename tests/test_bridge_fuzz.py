@@ -214,9 +214,9 @@ def test_a_failing_batched_pass_falls_back_to_lone_steps(tiny, caplog):
     frames, and the server keeps serving."""
     with BridgeServer(tiny, batch_window_ms=200) as srv, RemoteWorldModel(srv.port, timeout_s=10.0) as c1, \
             RemoteWorldModel(srv.port, timeout_s=10.0) as c2:
-        with pytest.raises(BridgeError, match="chunk: Input should be greater than or equal to 1") as info:
+        with pytest.raises(BridgeError, match="chunk=-1: it must be ≥ 1") as info:
             c1.session(chunk=-1, freeze_prefix=False)
-        assert info.value.code == "bad_request"
+        assert info.value.code == "bad_config"
         sessions = [c.session(seed=i, freeze_prefix=False) for i, c in enumerate((c1, c2))]
         references = [tiny.session(seed=i, freeze_prefix=False) for i in range(2)]
         for s, r in zip(sessions, references, strict=True):

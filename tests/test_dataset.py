@@ -346,3 +346,14 @@ def test_episode_frame_count_disagrees_with_manifest(tmp_path):
     (path / "dataset.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match=r"ep_000000\.npz has 6 frames but .*dataset\.json says 5"):
         Dataset(path).validate()
+
+
+def test_an_episode_phrase_missing_from_the_manifest_is_a_dataset_error(tmp_path):
+    with DatasetWriter(tmp_path / "d", 16, 16, 16) as w:
+        w.add_episode(np.zeros((3, 16, 16, 3), np.uint8), ["stay", "jump"], [0.0, 0.0], [False, False])
+    manifest = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    manifest["actions"] = ["stay"]
+    manifest["action_spec"]["vocabulary"] = ["stay"]
+    (tmp_path / "d" / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"holds action phrase\(s\) \['jump'\] that .* does not list"):
+        Dataset(tmp_path / "d").episode(0)

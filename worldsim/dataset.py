@@ -435,6 +435,11 @@ class Dataset:
                 raise DatasetError(f"{file}: actions have dtype {raw.dtype} and shape {raw.shape}; "
                                    f"expected a 1-d unicode array of phrases. Re-record the episode.")
             actions = [str(a) for a in raw]
+            stray = sorted(set(actions) - set(self.vocabulary))
+            if stray:
+                raise DatasetError(f"{file} holds action phrase(s) {stray} that {self.path / MANIFEST} does not list "
+                                   f"in its vocabulary {self.vocabulary}; manifest and episode disagree. Re-record "
+                                   "the dataset (or add the phrases to the manifest's 'actions' and 'action_spec').")
         check_episode(frames, actions, arrays["rewards"], arrays["terminated"], self.frame_size, str(file))
         if len(frames) != entry["frames"]:
             raise DatasetError(f"{file} has {len(frames)} frames but {self.path / MANIFEST} says "

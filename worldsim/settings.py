@@ -82,8 +82,7 @@ class SessionSettings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            problems = "; ".join(_problem(e, values) for e in exc.errors())
-            raise ConfigError(f"invalid session settings: {problems}.") from None
+            raise ConfigError(f"invalid session settings: {describe_errors(exc, values)}.") from None
 
     def replace(self, **values: Any) -> SessionSettings:
         """A validated copy with `values` changed."""
@@ -96,6 +95,11 @@ class SessionSettings(BaseModel):
 
 
 _BOUNDS = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}
+
+
+def describe_errors(exc: ValidationError, values: dict[str, Any]) -> str:
+    """A settings validation error in words: each bad setting, the value received and what was expected."""
+    return "; ".join(_problem(e, values) for e in exc.errors())
 
 
 def _problem(error: Any, values: dict[str, Any]) -> str:

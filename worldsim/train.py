@@ -213,7 +213,10 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
     if data.frame_size != (config.height, config.width):
         raise WorldSimError(f"dataset {data_dir} has {data.frame_size[0]}×{data.frame_size[1]} frames but the "
                             f"config expects {config.height}×{config.width}; record at the config's size.")
-    config = config.merged(actions=list(data.vocabulary), fps=int(round(data.fps)))
+    if not data.has_actions:
+        raise WorldSimError(f"dataset {data_dir} has no actions (single-frame episodes only); record episodes of "
+                            "two frames or more.")
+    config = config.merged(action_spec=data.action_spec.model_dump(), fps=int(round(data.fps)))
     train_eps, held_eps = data.split(s.holdout, seed=s.seed)
     if s.frames <= config.deep.window and rank == 0:
         logger.warning("training clips of %d frames never fill the %d-frame attention window with a sliding one; "
@@ -298,6 +301,9 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
         meta_now = {**meta, "step": step, "codec_done": codec_done, "settings": s.__dict__, "ranks_in_sync": in_sync,
                     "wall_time_s": meta.get("wall_time_s", 0.0) + time.time() - t_start, "world_size": world,
                     "data": str(data_dir), "episodes": len(data), "held_out_bpd": held_out_bpd(net, data, held_eps, s)}
+        env_id = (data.manifest.get("source") or {}).get("env_id")
+        if env_id:  # the world the model learned: its env gives first frames, eval and the demo their real world
+            meta_now["env_id"] = str(env_id)
         save_state(out / "state", net, ema.shadow, opt, meta_now)
         model = WorldModel(FlowNet(config), meta={"trained": True, **meta_now})
         model.net.load_state_dict({**net.state_dict(), **ema.shadow})
