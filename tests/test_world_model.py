@@ -270,3 +270,19 @@ def test_importing_worldsim_flushes_denormal_floats():
     # Denormal activations made CPU steps of the bundled model ~15% slower (worldsim bench); worldsim flushes them.
     assert float(torch.tensor([1e-39]) * 2.0) == 0.0
     assert float(torch.tensor([1e-30]) * 2.0) == pytest.approx(2e-30)  # normal floats are untouched
+
+
+def test_unbounded_or_empty_work_is_refused_with_named_errors(tiny):
+    from worldsim.world_model import MAX_SCORE_FRAMES
+
+    with pytest.raises(InvalidFrames, match="clip has no frames"):
+        tiny.score(np.zeros((0, 16, 16, 3), np.uint8))
+    with pytest.raises(InvalidFrames, match=f"score takes at most {MAX_SCORE_FRAMES} per call"):
+        tiny.score(np.zeros((MAX_SCORE_FRAMES + 1, 16, 16, 3), np.uint8))
+    with pytest.raises(ConfigError, match="noise_draws must be an int ≥ 0"):
+        tiny.score(clip(), noise_draws=-1)
+    with pytest.raises(InvalidAction, match="unknown action 'jump'.*strict_actions=False"):
+        tiny.score(clip(), actions=["stay", "jump", "stay"])
+    assert np.isfinite(tiny.score(clip(), actions=["stay", "jump", "stay"], strict_actions=False).log_prob).all()
+    with tiny.session() as s, pytest.raises(InvalidFrames, match="with no frames; expected at least one"):
+        s.reset(frames=np.zeros((0, 16, 16, 3), np.uint8))
