@@ -122,7 +122,8 @@ def cat_rows(tensors: list[Tensor], order: Tensor | None = None) -> Tensor:
     stride): a float32 sum over a strided dim rounds differently from one over a contiguous dim, and a lone session
     keeps the layout its first frame's codec output gave it (e.g. prev_u with N as the fastest dim)."""
     rows = list(tensors) if order is None else [tensors[int(j)] for j in order]
-    inner = sorted(range(1, rows[0].dim()), key=lambda d: -rows[0].stride(d))
+    strides = rows[0].stride()
+    inner = sorted(range(1, rows[0].dim()), key=lambda d: -strides[d])
     perm = [0, *inner]
     return torch.cat([r.permute(perm) for r in rows]).permute([perm.index(d) for d in range(len(perm))])
 
@@ -141,5 +142,8 @@ def stack_states(states: list[DeepState], rows: Tensor) -> DeepState:
     cache.v = [stack(layer) for layer in zip(*(st.cache.v for st in states), strict=True)]
     cache.frame, cache.seq = c0.frame[:n].clone(), c0.seq[:n].clone()
     cache.length, cache.total = n, c0.total
-    prev = None if states[0].prev_u is None else cat_rows([r for st in states for r in st.prev_u.split(1)], rows)
+    prevs = [st.prev_u for st in states if st.prev_u is not None]
+    if prevs and len(prevs) != len(states):
+        raise ValueError("some states hold a previous frame and some do not; they cannot share a pass")
+    prev = cat_rows([r for p in prevs for r in p.split(1)], rows) if prevs else None
     return DeepState(cache, prev, states[0].next_frame)

@@ -53,9 +53,12 @@ def band_blocks(mask: Tensor, q_frame: Tensor, chunk: int,
 
 
 class DeepBlock(nn.Module):
+    slot_rc: Tensor  # buffer (N+1, 2): (row, col) of each slot of a frame segment
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         d, dim = cfg.deep.width, cfg.token_dim
+        self.attn_heads, self.head_dim = cfg.deep.heads, d // cfg.deep.heads  # every layer's attention
         self.window = cfg.deep.window
         self.n_tokens = cfg.tokens_per_frame
         self.inp = nn.Linear(dim, d)
@@ -76,9 +79,8 @@ class DeepBlock(nn.Module):
         self.register_buffer("slot_rc", slot_rc, persistent=False)
 
     def new_state(self, batch: int, frames_hint: int = 1, device: torch.device | str = "cpu") -> DeepState:
-        layer = self.layers[0].attn
         cap = 8 + (self.window + frames_hint) * (self.n_tokens + 1)
-        cache = KVCache(len(self.layers), batch, layer.heads, layer.head_dim, cap, device=device)
+        cache = KVCache(len(self.layers), batch, self.attn_heads, self.head_dim, cap, device=device)
         return DeepState(cache)
 
     # ----- embeddings -------------------------------------------------------------------------------------
@@ -97,10 +99,9 @@ class DeepBlock(nn.Module):
         cache = state.cache
         cache.reserve(x.shape[1])
         k_frame, k_seq = cache.key_meta(frame, seq)
-        mask = band_mask(frame, seq, k_frame, k_seq, self.window)
-        blocks = band_blocks(mask, frame, self.window, self.n_tokens + 1)
-        if blocks is not None or bool(mask.all()):
-            mask = None
+        band = band_mask(frame, seq, k_frame, k_seq, self.window)
+        blocks = band_blocks(band, frame, self.window, self.n_tokens + 1)
+        mask = None if blocks is not None or bool(band.all()) else band
         rope = self.rotary.angles(pos)
         for i, layer in enumerate(self.layers):
             x = layer(x, rope=rope, mask=mask, kv=(cache, i), key_time_keep=time_keep, blocks=blocks)
@@ -178,7 +179,7 @@ class DeepBlock(nn.Module):
 
     def heads(self, h_end: Tensor) -> tuple[Tensor, Tensor]:
         """End-of-frame hidden (..., d) → reward (...), termination probability (...); zeros without heads."""
-        if self.reward is None:
+        if self.reward is None or self.termination is None:
             z = h_end.new_zeros(h_end.shape[:-1])
             return z, z
         return self.reward(h_end).squeeze(-1), torch.sigmoid(self.termination(h_end).squeeze(-1))

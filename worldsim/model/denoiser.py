@@ -12,6 +12,8 @@ from .layers import Layer, Rotary, grid_positions
 class Denoiser(nn.Module):
     """s_φ(x̃_t, x̃_{t−1}) ≈ σ·∇_{x̃_t} log p(x̃_t | x̃_<t); the denoised frame is x̂_t = x̃_t + σ·s_φ (Tweedie)."""
 
+    pos: Tensor  # buffer (N, 3): (t, row, col) of each token
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         c, dim = cfg.denoiser, cfg.token_dim

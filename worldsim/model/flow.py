@@ -85,14 +85,14 @@ class FlowNet(nn.Module):
         """
         null = self.null_action
         if self.vector_actions is not None:
-            return self._vector_embeddings(actions, null)
+            return self._vector_embeddings(self.vector_actions, actions, null)
         unique = sorted({a for row in actions for a in row if a is not None})
         table = {a: self.text.actions([a])[0] for a in unique}
         rows = [torch.stack([table[a] if a is not None else null for a in row])
                 if row else null.new_zeros(0, null.shape[0]) for row in actions]
         return torch.stack(rows)
 
-    def _vector_embeddings(self, actions: list[list[Any]], null: Tensor) -> Tensor:
+    def _vector_embeddings(self, encoder: VectorActionEncoder, actions: list[list[Any]], null: Tensor) -> Tensor:
         spec, dim = self.cfg.action_spec, self.cfg.action_spec.dim
         b, t = len(actions), max((len(row) for row in actions), default=0)
         if any(len(row) != t for row in actions):
@@ -106,7 +106,7 @@ class FlowNet(nn.Module):
         out = null.expand(b, t, null.shape[0]).clone()
         if given.any():
             unit = torch.from_numpy(spec.normalise(values[given])).to(null.device)
-            out[torch.from_numpy(given).to(null.device)] = self.vector_actions(unit)
+            out[torch.from_numpy(given).to(null.device)] = encoder(unit)
         return out
 
     def prompt_embeddings(self, prompts: list[str | None]) -> Tensor:

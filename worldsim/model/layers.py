@@ -27,6 +27,10 @@ class Rotary(nn.Module):
     which makes prompt tokens equally visible from every frame, whatever the absolute time.
     """
 
+    f_t: Tensor  # buffers: rotation frequencies of the time, row and column dims
+    f_r: Tensor
+    f_c: Tensor
+
     def __init__(self, head_dim: int, base: float) -> None:
         super().__init__()
         self.split = rope_split(head_dim)
@@ -42,7 +46,7 @@ class Rotary(nn.Module):
         return torch.polar(torch.ones_like(ang), ang)
 
     @staticmethod
-    def apply(x: Tensor, phasor: Tensor) -> Tensor:
+    def rotate(x: Tensor, phasor: Tensor) -> Tensor:
         """x (..., dh) real: rotate adjacent pairs (x₀, x₁) as the complex x₀ + i·x₁ times `phasor`, which
         broadcasts against (..., dh/2). One complex multiply instead of slicing, stacking and concatenating; in
         float32 (there is no bfloat16 complex type), as the real products with float32 angles were under autocast."""
@@ -76,7 +80,7 @@ class Attention(nn.Module):
         """
         b, n, _ = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim)
-        qk = qkv[:, :, :2] if rope is None else Rotary.apply(qkv[:, :, :2], rope[:, None, None])  # q, k together
+        qk = qkv[:, :, :2] if rope is None else Rotary.rotate(qkv[:, :, :2], rope[:, None, None])  # q, k together
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         if key_time_keep is not None:
             t = 2 * (self.head_dim // 8)

@@ -12,6 +12,10 @@ from .layers import AffineHead, Layer, Rotary, causal_mask, grid_positions
 class LocalBlock(nn.Module):
     """z_i = (x_i − μ_i(x_<i)) / σ_i(x_<i) in raster order, or reversed raster when `reverse`."""
 
+    order: Tensor  # buffers: (N,) token order, (N, 3) slot positions, (N, N) causal mask
+    pos: Tensor
+    mask: Tensor
+
     def __init__(self, cfg: ModelConfig, reverse: bool) -> None:
         super().__init__()
         c, dim, n = cfg.local, cfg.token_dim, cfg.tokens_per_frame
@@ -77,6 +81,10 @@ class LocalBlock(nn.Module):
 
 class ChannelMix(nn.Module):
     """Learned invertible D×D mix of each token (LU parametrised): y = x Wᵀ, log|det| = N·Σ log|s|."""
+
+    perm: Tensor  # buffers: (D, D) permutation, (D,) signs of the diagonal, (D, D) identity
+    sign: Tensor
+    eye: Tensor
 
     def __init__(self, dim: int) -> None:
         super().__init__()

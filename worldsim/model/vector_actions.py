@@ -19,6 +19,8 @@ class VectorActionEncoder(nn.Module):
     learned null embedding stands for "no action" (dropped in training, so classifier-free guidance works).
     """
 
+    freqs: Tensor  # buffer (FREQUENCIES,): 2^k π
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         d_in, width = cfg.action_spec.dim, cfg.deep.width
