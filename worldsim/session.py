@@ -21,6 +21,8 @@ from .settings import SessionSettings
 if TYPE_CHECKING:
     from .world_model import WorldModel
 
+Snapshot = tuple[dict[str, Any], torch.Tensor]  # opaque to callers: what `Session.restore` takes back
+
 
 
 @dataclass
@@ -80,10 +82,16 @@ class Session:
     def _check_open(self, need_reset: bool) -> None:
         if self.closed:
             raise SessionStateError("this session is closed; open a new one with WorldModel.session(...).")
-        if need_reset and self.state is None:
+        if need_reset:
+            self._context()
+
+    def _context(self) -> DeepState:
+        """The deep block's state; SessionStateError before the first reset."""
+        if self.state is None:
             raise SessionStateError(
                 "step/observe called before reset; call session.reset(frames=...) or reset(prompt=...) first."
             )
+        return self.state
 
     def _batch(self, value: Any, what: str) -> list:
         if self.batch_size == 1:
@@ -99,7 +107,7 @@ class Session:
     def _unbatch(self, x: np.ndarray) -> Any:
         return x[0].item() if self.batch_size == 1 and x.ndim == 1 else (x[0] if self.batch_size == 1 else x)
 
-    def _cond(self, actions: list[str | None]) -> torch.Tensor:
+    def _cond(self, actions: Sequence[Action | None]) -> torch.Tensor:
         """Action embeddings (B, d), doubled to [cond; null] (2B, d) when guided."""
         emb = self.net.action_embeddings([[a] for a in actions])[:, 0]
         if self.guided:
@@ -187,10 +195,13 @@ class Session:
         else:
             child.generator.manual_seed(seed)
         rows = torch.arange(self.batch_size * (2 if self.guided else 1)).repeat_interleave(k // self.batch_size)
-        rep = lambda t: None if t is None else t[rows[: t.shape[0] * k // self.batch_size]].clone()
+
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return t[rows[: t.shape[0] * k // self.batch_size]].clone()
+
         child.batch_size = k
         child.state = None if self.state is None else self.state.select(rows.to(self.net.device))
-        child._x_prev = rep(self._x_prev)
+        child._x_prev = None if self._x_prev is None else rep(self._x_prev)
         child._levels = None if self._levels is None else [rep(t) for t in self._levels]
         child.frames = [np.repeat(f, k // self.batch_size, axis=0) for f in self.frames]
         child.actions = [list(a) * (k // self.batch_size) for a in self.actions]
@@ -212,30 +223,31 @@ class Session:
         return h[0] if self.batch_size == 1 else h
 
     # ----- internals ----------------------------------------------------------------------------------------
-    def _observe(self, frame: np.ndarray, acts: list[str] | None, first: bool) -> np.ndarray:
+    def _observe(self, frame: np.ndarray, acts: Sequence[Action | None] | None, first: bool) -> np.ndarray:
         net, b = self.net, self.batch_size
         x = net.encode_frames(torch.from_numpy(np.ascontiguousarray(frame))[:, None])[:, 0]
         x = x + self.cfg.noise_std * net.noise(x.shape, self.generator)
         cond = self.net.deep.start.expand(b * (2 if self.guided else 1), -1) if first else self._cond(
             acts if acts is not None else [None] * b)
-        out = net(self._dup(x)[:, None], cond[:, None], self.state)
+        out = net(self._dup(x)[:, None], cond[:, None], self._context())
         self._x_prev, self._levels = x, None
         self.frames.append(np.array(frame))
         if not first:
             self.actions.append(list(acts) if acts is not None else [None] * b)
         return out.log_prob[:b, 0].cpu().numpy()
 
-    def _generate(self, cond: torch.Tensor, acts: list[str | None], record_action: bool) -> StepResult:
+    def _generate(self, cond: torch.Tensor, acts: Sequence[Action | None], record_action: bool) -> StepResult:
         net, b, s = self.net, self.batch_size, self.sampling
         k = self.best_of
         z = s.temperature * net.noise((b * k, self.cfg.tokens_per_frame, self.cfg.token_dim), self.generator)
-        before = self.state.clone() if self.denoise_mode == "tweedie" else None
+        state = self._context()
+        before = state.clone() if self.denoise_mode == "tweedie" else None
         if k > 1:
-            sample, levels, kept = sample_best_of(net, self.state, cond, z, s, k, self._levels)
+            sample, levels, kept = sample_best_of(net, state, cond, z, s, k, self._levels)
             if self.context == "sample":
                 self.state = kept
         else:
-            target = self.state if self.context == "sample" else self.state.clone()
+            target = state if self.context == "sample" else state.clone()
             sample, levels = sample_frame(net, target, cond, z, s, self._levels)
         x_hat = denoise(net, sample.x, self._x_prev, before, cond[:b], self.denoise_mode)
         frames = net.decode_tokens(x_hat[:, None])[:, 0].cpu().numpy()
@@ -257,7 +269,7 @@ class Session:
                                                       "likelihood_space": self.cfg.likelihood_space})
 
     # ----- roll-back ------------------------------------------------------------------------------------------
-    def snapshot(self) -> object:
+    def snapshot(self) -> Snapshot:
         """An opaque copy of everything a call can change (context, generator, history), for `restore`; a server
         takes one before each step and rolls the session back with it when the step fails. Costs one copy of
         the KV cache (it is changed in place: written, and compacted when old frames leave the window)."""
@@ -267,7 +279,7 @@ class Session:
         saved["_levels"] = None if self._levels is None else list(self._levels)
         return saved, self.generator.get_state()
 
-    def restore(self, snapshot: object) -> None:
+    def restore(self, snapshot: Snapshot) -> None:
         """Put the session back as it was when `snapshot = self.snapshot()` was taken; a snapshot can be restored
         more than once. Later steps give what they would have given from that point (same frames, same noise)."""
         saved, generator_state = snapshot
@@ -324,6 +336,8 @@ def step_sessions(sessions: Sequence[Session], actions: Sequence[Any]) -> list[S
                                                                                   strict=True)]
     x_prev = None if first._x_prev is None else cat_rows([x._x_prev for x in sessions if x._x_prev is not None])
     sample, levels = sample_frame(net, state, cond, z, s, levels, per_row=True)
+    sampled_u = state.prev_u
+    assert sampled_u is not None  # sample_frame leaves the sampled frame's u there
     iters = sample.row_iterations if sample.row_iterations is not None else torch.full((b,), sample.iterations)
     if first.denoise_mode == "tweedie":  # autograd through the flow, per session on its own (unchanged) state
         x_hat = torch.cat([denoise(net, sample.x[i : i + 1], None, x.state, cond[i : i + 1], "tweedie")
@@ -343,7 +357,7 @@ def step_sessions(sessions: Sequence[Session], actions: Sequence[Any]) -> list[S
         if x.context == "sample":
             own = [i, i + b] if x.guided else [i]
             x.state = state.select(torch.tensor(own, device=net.device))
-            x.state.prev_u = cat_rows([state.prev_u[j : j + 1] for j in own])  # keeps the memory layout
+            x.state.prev_u = cat_rows([sampled_u[j : j + 1] for j in own])  # keeps the memory layout
             x._x_prev = sample.x[mine].clone()
             x.frames.append(frames[mine].copy())
             x.actions.append([acts[i]])
