@@ -146,6 +146,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _play(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import load_model
+    from .play.server import serve
+
+    wm, note = load_model(args.model)
+    if note:
+        print(note, flush=True)
+    serve(wm, Path(args.model).name, args.bind, args.port, open_browser=not args.no_browser,
+          allow_origins=args.allow_origin, echo=lambda line: print(line, flush=True))
+    return 0
+
+
 # ----- parser ---------------------------------------------------------------------------------------------------
 def _module(name: str) -> ModuleType | None:
     """The subcommand's module, or None while it is not part of this install (other import errors propagate)."""
@@ -233,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(*.key); the server's key pair is DIR/server.key(_secret), made on first use "
                         "(see bridges/PROTOCOL.md, 'Encryption')")
     p.set_defaults(handler=_serve)
+
+    p = add("play", "walk through a model's imagined world in a browser: a local page (keys move, a timeline "
+                    "replays exactly) and its WebSocket API")
+    p.add_argument("--model", default="pushworld-64", help="bundled model name, checkpoint directory, or preset "
+                   "(default: %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="HTTP and WebSocket port; 0 picks a free one "
+                   "(default: %(default)s)")
+    p.add_argument("--bind", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--no-browser", action="store_true", help="only print the address; do not open a browser")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                   help="also accept WebSocket connections from pages of this origin, e.g. a WebXR page served "
+                        "elsewhere (repeatable; default: only this server's own page and non-browser clients)")
+    p.set_defaults(handler=_play)
 
     for name, (module_name, help_text) in MODULE_COMMANDS.items():
         module = _module(module_name)

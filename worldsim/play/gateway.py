@@ -20,12 +20,11 @@ import numpy as np
 from worldsim.bridges.ops import Entry, error_reply, exception_reply
 from worldsim.bridges.protocol import DTYPES, PROTOCOL_VERSION, BridgeError
 from worldsim.bridges.server import BridgeServer
-from worldsim.plausibility import judge
 from worldsim.session import Session
 from worldsim.world_model import WorldModel
 
 from .envelope import encode_message, request_id, split_message
-from .timeline import Timeline
+from .tracks import Tracks
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +85,7 @@ class WebSocketGateway:
         self.origins = None if origins is None else set(origins)
         self.calibration = model.calibration
         self._port = port
-        # token → its timeline (None: asked for, made at the first reset); touched on the worker thread only
-        self._timelines: dict[str, Timeline | None] = {}
+        self._tracks: dict[str, Tracks] = {}  # token → its timeline and judge; touched on the worker thread only
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="worldsim-gateway")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -236,17 +234,22 @@ class WebSocketGateway:
         op, args, token = header.get("op"), header.get("args"), header.get("session")
         if isinstance(op, str) and op in self.extra_ops:
             return self._extra(identity, header)
-        timeline = False
-        if op == "create" and isinstance(args, dict) and "timeline" in args:
-            timeline = args.pop("timeline")
-            if not isinstance(timeline, bool):
-                raise BridgeError("bad_request", f"create: timeline {timeline!r:.40}; expected true or false.",
-                                  request_id(header))
+        wants = {}
+        if op == "create" and isinstance(args, dict):
+            for key in ("timeline", "judge"):
+                wants[key] = args.pop(key, False)
+                if not isinstance(wants[key], bool):
+                    raise BridgeError("bad_request", f"create: {key} {wants[key]!r:.40}; expected true or false.",
+                                      request_id(header))
         if op == "fork" and isinstance(args, dict) and "frames" in args:
             return self._fork_at(identity, header, bufs, args.pop("frames"))
         head, arrays = self._handle(identity, header, bufs)
         if head["ok"]:
-            self._follow(op, token, head["result"], timeline)
+            if op == "create" and any(wants.values()):  # (a retried create returns the session it made)
+                self._tracks.setdefault(head["result"]["session"], Tracks(
+                    self.model, self.calibration if wants["judge"] else None,
+                    (self.timeline_every, self.timeline_keep) if wants["timeline"] else None))
+            self._follow(op, token, header.get("args"), head["result"])
         return head, arrays
 
     def _handle(self, identity: bytes, header: dict[str, Any], bufs: list[bytes]) -> Reply:
@@ -262,27 +265,31 @@ class WebSocketGateway:
                   for spec, buf in zip(head.pop("buffers"), frames[1:], strict=True)]
         return head, arrays
 
-    def _follow(self, op: Any, token: Any, result: dict[str, Any], timeline: bool) -> None:
-        """Keep the timelines in step with an op that succeeded."""
-        sessions = self.bridge.sessions
-        if op == "create" and timeline:
-            self._timelines.setdefault(result["session"], None)  # (a retried create returns the same session)
-        if not isinstance(token, str) or token not in self._timelines or token not in sessions:
+    def _follow(self, op: Any, token: Any, args: Any, result: dict[str, Any]) -> None:
+        """Keep a session's timeline and judge in step with an op of it that succeeded (a retry answered from the
+        cache adds no frame and changes nothing)."""
+        tracks = self._tracks.get(token) if isinstance(token, str) else None
+        entry = self.bridge.sessions.get(token) if tracks is not None else None
+        if tracks is None or entry is None:
             return
-        tl, session = self._timelines[token], sessions[token].session
+        session = entry.session
         if op == "reset":
-            self._timelines[token] = Timeline(session, self.timeline_every, self.timeline_keep)
-        elif op in ("step", "observe") and tl is not None:
-            tl.record(session, op)
-        elif op == "fork" and result["session"] in sessions:
-            child = sessions[result["session"]].session
-            self._timelines[result["session"]] = None if tl is None else tl.branch(child, len(child.frames))
+            tracks.restart(session, args.get("prompt") if isinstance(args, dict) else None)
+            result["verdict"] = tracks.verdicts[-1] if tracks.verdicts else None
+        elif op in ("step", "observe") and len(session.frames) == tracks.frames + 1:
+            tracks.advance(session, op)
+            if tracks.verdicts:
+                result["verdict"] = tracks.verdicts[-1]
+        elif op == "fork" and result["session"] in self.bridge.sessions:
+            child = self.bridge.sessions[result["session"]].session
+            self._tracks[result["session"]] = tracks.branch(child, len(child.frames))
 
     def _fork_at(self, identity: bytes, header: dict[str, Any], bufs: list[bytes], n: Any) -> Reply:
         """`fork` with `frames: n`: a new session that is this one as it was when it held n frames."""
         rid, token = request_id(header), header.get("session")
         entry = self._entry(identity, token, rid)
-        tl = self._timelines.get(token)
+        tracks = self._tracks.get(token)
+        tl = None if tracks is None else tracks.timeline
         if tl is None:
             raise BridgeError("bad_request", "fork: 'frames' needs a session created with timeline: true, after its "
                               "reset; this one keeps no timeline.", rid)
@@ -298,7 +305,7 @@ class WebSocketGateway:
             entry.session = current
         if head["ok"]:
             child = head["result"]["session"]
-            self._timelines[child] = tl.branch(self.bridge.sessions[child].session, n)
+            self._tracks[child] = tracks.branch(self.bridge.sessions[child].session, n)
             head["result"].update({"frames": n, "replayed": replayed, "exact": exact})
         return head, arrays
 
@@ -328,17 +335,11 @@ class WebSocketGateway:
         return entry
 
     def _extras(self, header: dict[str, Any], result: dict[str, Any], start: float) -> dict[str, Any]:
-        """What the gateway adds to a reply: when a frame was ready and what the request cost; a step's verdict;
-        the gateway's own features in `hello`."""
+        """What the gateway adds to a reply: when a frame was ready and what the request cost; its own features
+        in `hello`."""
         op, out = header.get("op"), {}
         if op in TIMED_OPS:
             out = {"time": time.time(), "compute_ms": (time.perf_counter() - start) * 1000}
-        if op == "step" and self.calibration is not None:
-            v = judge(np.full(2, result["bits_per_dim"]), self.calibration, with_actions=True)  # [1]: a next frame
-            out["verdict"] = {"percentile": float(v.percentile[1]), "z_score": float(v.z_score[1]),
-                              "implausible": bool(v.implausible[1]),
-                              "threshold_bits_per_dim": float(v.threshold_bits_per_dim[1]),
-                              "threshold_percentile": float(v.threshold_percentile)}
         if op == "hello":
             out["websocket"] = {"path": self.path, "close_above_bytes": 2 * self.max_message_bytes,
                                 "calibrated": self.calibration is not None, "extra_ops": sorted(self.extra_ops),
@@ -357,11 +358,11 @@ class WebSocketGateway:
         self._prune()
 
     def _prune(self) -> None:
-        for token in [t for t in self._timelines if t not in self.bridge.sessions]:
-            del self._timelines[token]
+        for token in [t for t in self._tracks if t not in self.bridge.sessions]:
+            del self._tracks[token]
 
     def _close_all(self) -> None:
         for entry in self.bridge.sessions.values():
             entry.session.close()
         self.bridge.sessions.clear()
-        self._timelines.clear()
+        self._tracks.clear()
