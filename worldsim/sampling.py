@@ -16,6 +16,7 @@ from torch import Tensor
 from .model.cache import DeepState
 from .model.deep import DeepBlock
 from .model.flow import LOG_2PI, FlowNet
+from .precision import compute
 
 Method = Literal["jacobi", "sequential"]
 
@@ -32,6 +33,10 @@ class SamplerSettings:
     # are kept (no separate commit pass). Not the default: sessions stepped together (`step_sessions`) reproduce
     # the whole-chunk policy row by row and bit for bit, not this one.
     freeze_prefix: bool = False
+    # bfloat16 Jacobi passes (autocast) while the largest update is above `switch_tol` (bf16's own noise is a few
+    # 1e-3 here), then float32 passes to `tol`: the fixed point, the cache and the likelihood are float32's.
+    low_precision: bool = False
+    switch_tol: float = 1e-2
 
 
 @dataclass
@@ -102,6 +107,8 @@ def invert_deep(
         for a in range(0, n, chunk):
             e = min(a + chunk, n)
             active = torch.ones(b, dtype=torch.bool, device=z.device)
+            if s.low_precision:
+                iters += _low_precision_passes(deep, state, u, z, slots, a, e, s)
             for _ in range(s.max_iter or (e - a)):
                 new = _affine(deep.frame_params(state, slots(a, e), a, commit=False), z[:, a:e], s.guidance, b)[0]
                 iters += active.cpu()
@@ -118,6 +125,23 @@ def invert_deep(
     state.prev_u = _dup(u, b2)
     state.next_frame += 1
     return u, mean, logs, h[:b, -1], iters
+
+
+def _low_precision_passes(deep: DeepBlock, state: DeepState, u: Tensor, z: Tensor,
+                          slots: Callable[[int, int], Tensor], a: int, e: int, s: SamplerSettings) -> int:
+    """bfloat16 Jacobi passes over tokens a…e, updating u in place, until the largest update (over all rows) is
+    below `switch_tol` or the chunk's pass cap; returns how many ran. The float32 passes that follow start here."""
+    passes = 0
+    for _ in range(s.max_iter or (e - a)):
+        with compute("bfloat16", z.device.type):
+            params = deep.frame_params(state, slots(a, e), a, commit=False)
+        new = _affine(params, z[:, a:e], s.guidance, z.shape[0])[0]
+        delta = float((new - u[:, a:e]).abs().max())
+        u[:, a:e] = new
+        passes += 1
+        if not delta >= s.switch_tol:  # NaN stops here too: the float32 passes decide
+            break
+    return passes
 
 
 def commit_chunk(deep: DeepBlock, state: DeepState, slots: Callable[[int, int], Tensor], a: int, e: int,
@@ -148,6 +172,8 @@ def _jacobi_prefix(deep: DeepBlock, state: DeepState, u: Tensor, z: Tensor, slot
         e = min(a + chunk, n)
         last = e + 1 if e == n else e  # the last chunk also runs slot N (end-of-frame state for the heads)
         lo = a
+        if s.low_precision:
+            passes += _low_precision_passes(deep, state, u, z, slots, a, e, s)
         for _ in range(s.max_iter or last - a):
             p = deep.frame_params(state, slots(lo, last), lo, commit=False)
             passes += 1
@@ -182,7 +208,8 @@ def invert_local(
     h = u
     for k in reversed(range(len(net.local))):
         h = net.local[k].inverse(h, None if init is None else init[k], s.tol, s.max_iter,
-                                 sequential=s.method == "sequential", per_row=per_row)
+                                 sequential=s.method == "sequential", per_row=per_row,
+                                 switch_tol=s.switch_tol if s.low_precision else None)
         levels.insert(0, h)
     if net.mix is not None:
         h = net.mix.inverse(h)

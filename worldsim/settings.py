@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, suggest
+from .precision import resolve
 from .sampling import SamplerSettings
 
 MAX_ITER_CAP = 10_000  # a Jacobi pass cap beyond this is a typo, not a setting
@@ -41,6 +42,10 @@ class SessionSettings(BaseModel):
                                 "iterates only on the rest (faster alone; same output within tol).")
     best_of: int = Field(1, ge=1, le=64, description="Candidates drawn per frame in one batched pass; the one the "
                          "model finds likeliest (exact log p) is kept. 1: plain sampling.")
+    dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="Precision of the Jacobi passes far from the fixed point: 'bfloat16' runs them in "
+        "bf16 and finishes in float32 (same fixed point within tol; likelihoods float32's); 'auto' measures this "
+        "machine once and picks bfloat16 where its matmuls are at least 1.5× faster.")
 
     @field_validator("guidance", "temperature", "tol", mode="before")
     @classmethod
@@ -91,7 +96,7 @@ class SessionSettings(BaseModel):
     def sampler_settings(self) -> SamplerSettings:
         """The sampler's view of these settings."""
         return SamplerSettings(self.sampler, self.tol, self.max_iter, self.chunk, self.guidance, self.temperature,
-                               self.freeze_prefix)
+                               self.freeze_prefix, low_precision=resolve(self.dtype) == "bfloat16")
 
 
 _BOUNDS = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}

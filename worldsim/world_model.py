@@ -20,6 +20,7 @@ from .errors import CheckpointError, ConfigError, InvalidAction, InvalidFrames, 
 from .frames import check_action_count, check_frames
 from .model.flow import LN2, FlowNet
 from .plausibility import META_KEY, Calibration, Verdict, judge, surprise_z
+from .precision import compute, resolve
 from .session import Session
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -69,38 +70,41 @@ class WorldModel:
     `torch.set_flush_denormal(False)` to undo it.
     """
 
-    def __init__(self, net: FlowNet, meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, net: FlowNet, meta: dict[str, Any] | None = None, dtype: str = "float32") -> None:
         self.net = net.eval()
         self.config: ModelConfig = net.cfg
         self.meta = dict(meta or {})
+        self.dtype = dtype  # default precision of its sessions and scoring: "float32", "bfloat16" or "auto"
+        resolve(dtype)  # a bad name fails here; "auto" measures now and logs its choice
 
     # ----- construction -------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: str | ModelConfig, seed: int = 0) -> WorldModel:
+    def from_config(cls, config: str | ModelConfig, seed: int = 0, dtype: str = "float32") -> WorldModel:
         """A freshly initialised model from a preset name ('tiny', 'small', …) or a ModelConfig."""
         cfg = preset(config) if isinstance(config, str) else config
         with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's global RNG
             torch.manual_seed(seed)
             net = FlowNet(cfg)
-        return cls(net, meta={"trained": False, "init_seed": seed})
+        return cls(net, meta={"trained": False, "init_seed": seed}, dtype=dtype)
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike | WorldModel, seed: int = 0) -> WorldModel:
+    def load(cls, name_or_path: str | os.PathLike | WorldModel, seed: int = 0, dtype: str = "float32") -> WorldModel:
         """The one loader behind every `--model`: a WorldModel (returned as is), a bundled name, a checkpoint
-        directory, or a preset name ('tiny', 'small', …: a freshly initialised, untrained model; meta says so)."""
+        directory, or a preset name ('tiny', 'small', …: a freshly initialised, untrained model; meta says so).
+        `dtype`: the default precision of its sessions and scoring (see `from_pretrained`)."""
         if isinstance(name_or_path, WorldModel):
             return name_or_path
         name = str(name_or_path)
         if Path(name).exists() or name in bundled_models():
-            return cls.from_pretrained(name_or_path)
+            return cls.from_pretrained(name_or_path, dtype)
         if name in PRESETS:
-            return cls.from_config(name, seed=seed)
+            return cls.from_config(name, seed=seed, dtype=dtype)
         if os.sep not in name and (os.altsep or os.sep) not in name:
             raise CheckpointError(f"no checkpoint directory, bundled model or preset named {name!r}."
                                   f"{suggest(name, [*bundled_models(), *PRESETS])} Fix: pass a directory written by "
                                   f"WorldModel.save, a bundled model ({', '.join(bundled_models()) or 'none'}) or a "
                                   f"preset ({', '.join(PRESETS)}; untrained).")
-        return cls.from_pretrained(name_or_path)  # a missing directory: CheckpointError naming the path
+        return cls.from_pretrained(name_or_path, dtype)  # a missing directory: CheckpointError naming the path
 
     @property
     def trained(self) -> bool:
@@ -108,8 +112,9 @@ class WorldModel:
         return self.meta.get("trained", True) is not False
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike) -> WorldModel:
-        """Load a bundled model by name (e.g. 'pushworld-64') or a checkpoint directory."""
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: str = "float32") -> WorldModel:
+        """Load a bundled model by name (e.g. 'pushworld-64') or a checkpoint directory. `dtype` sets the default
+        precision of its sessions and scoring ('float32', 'bfloat16' or 'auto'; see `worldsim.precision`)."""
         path = Path(name_or_path)
         if not path.exists() and isinstance(name_or_path, str) and os.sep not in name_or_path:
             if name_or_path not in bundled_models():
@@ -123,7 +128,7 @@ class WorldModel:
         config, state, meta = load_checkpoint(path)
         net = FlowNet(config)
         load_weights(net, state, str(path))
-        return cls(net, meta)
+        return cls(net, meta, dtype)
 
     def to(self, device: str | torch.device) -> WorldModel:
         """Move the model to a device ('cpu', 'cuda', …); sessions and scoring follow it."""
@@ -175,8 +180,8 @@ class WorldModel:
 
     @torch.no_grad()
     def score(self, clip: np.ndarray, actions: Sequence | None = None, prompt: str | list[str] | None = None,
-              noise_draws: int = 0, seed: int = 0, progress: bool = False, strict_actions: bool = True
-              ) -> ScoreReport:
+              noise_draws: int = 0, seed: int = 0, progress: bool = False, strict_actions: bool = True,
+              dtype: str | None = None) -> ScoreReport:
         """Exact per-frame log-likelihood of a clip in one parallel pass.
 
         Args:
@@ -188,6 +193,9 @@ class WorldModel:
                 the log-likelihood over k seeded draws of the training noise σ.
             progress: a tqdm bar over the model's time windows (shown only when stderr is a terminal).
             strict_actions: refuse text actions outside the vocabulary (False: free text is encoded).
+            dtype: precision of the pass (None: the model's `dtype`); 'bfloat16' runs the matrix products in bf16
+                (the log-determinants and sums stay float32): faster, and close to float32's likelihoods
+                (`worldsim bench` reports the largest |Δ bits/dim| on real clips).
         Clips of more than MAX_SCORE_FRAMES frames in all are refused (InvalidFrames); score them in parts.
         """
         if not isinstance(noise_draws, int) or isinstance(noise_draws, bool) or noise_draws < 0:
@@ -203,7 +211,9 @@ class WorldModel:
             x + self.config.noise_std * net.noise(x.shape, gen) for _ in range(noise_draws)]
         lp_draws, tok_draws = [], []
         for xi in draws:
-            lp, tok = self._score_windows(xi, cond, prompt_emb, progress)
+            with compute(resolve(dtype or self.dtype), x.device.type):
+                lp, tok = self._score_windows(xi, cond, prompt_emb, progress)
+            lp, tok = lp.float(), tok.float()
             lp_draws.append(lp)
             tok_draws.append(tok)
         lp = torch.stack(lp_draws).mean(0).cpu().numpy()
@@ -253,7 +263,7 @@ class WorldModel:
         """A stateful session (see `worldsim.session.Session` for the settings; unset ones take the checkpoint's
         `sampling_defaults`)."""
         return Session(self, seed=seed, batch_size=batch_size, sampler=sampler,
-                       **{**self.sampling_defaults, **settings})
+                       **{"dtype": self.dtype, **self.sampling_defaults, **settings})
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.net.parameters())

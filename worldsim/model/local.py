@@ -52,11 +52,12 @@ class LocalBlock(nn.Module):
         return self.to_order(z), self.to_order(-log_sigma.sum(-1, keepdim=True)).squeeze(-1)
 
     def inverse(self, z: Tensor, init: Tensor | None = None, tol: float = 1e-4, max_iter: int | None = None,
-                sequential: bool = False, per_row: bool = False) -> Tensor:
+                sequential: bool = False, per_row: bool = False, switch_tol: float | None = None) -> Tensor:
         """z (M, N, D) → x (M, N, D), the inverse of `forward`: token by token (`sequential`, exact), or by Jacobi
         fixed-point passes x ← shift(x) + σ(x)·z from `init` (default z) until max |Δ| < tol or `max_iter` (default
         N, where Jacobi is exact). per_row: the stopping rule applies to each row on its own (a converged row is
-        frozen while the others iterate), so every row gets what it would get alone."""
+        frozen while the others iterate), so every row gets what it would get alone. switch_tol: Jacobi passes run
+        in bfloat16 (autocast) until the largest update is below it, then in float32 to `tol`."""
         zo = self.to_order(z)
         xo = self.to_order(init).clone() if init is not None else zo.clone()
         n = zo.shape[1]
@@ -65,6 +66,15 @@ class LocalBlock(nn.Module):
                 shift, ls = self.params(xo)
                 xo[:, i] = shift[:, i] + torch.exp(ls[:, i]) * zo[:, i]
             return self.to_order(xo)
+        if switch_tol is not None:
+            for _ in range(max_iter or n):
+                with torch.autocast(zo.device.type, dtype=torch.bfloat16):
+                    shift, ls = self.params(xo)
+                new = shift.float() + torch.exp(ls.float()) * zo
+                delta = float((new - xo).abs().max())
+                xo = new
+                if not delta >= switch_tol:
+                    break
         active = torch.ones(zo.shape[0], dtype=torch.bool, device=zo.device)
         for _ in range(max_iter or n):
             shift, ls = self.params(xo)
