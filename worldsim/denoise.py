@@ -39,6 +39,8 @@ def fsm_target(net: FlowNet, x: Tensor, cond: Tensor, prompt: Tensor, t: int) ->
 
 def fsm_loss(net: FlowNet, x: Tensor, cond: Tensor, prompt: Tensor, t: int) -> Tensor:
     """MSE between the denoiser's prediction for frame t and the flow-score target (flow gets no gradient)."""
+    if net.denoiser is None:
+        raise ValueError("the flow-score-matching loss needs a model with a denoiser (config denoiser.enabled)")
     target = fsm_target(net, x, cond, prompt, t)
     prev = x[:, t - 1] if t > 0 else None
     return F.mse_loss(net.denoiser(x[:, t], prev), target)

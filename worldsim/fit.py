@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .model.codec import LatentCodec
 from .model.flow import FlowNet
 from .objectives import Batch, flow_forward, nll_loss
 from .optim import adamw, clipped_step, lr_at
@@ -25,7 +26,7 @@ def train_codec(net: FlowNet, frames: np.ndarray, steps: int, batch: int = 32, l
     stop: asked before every step; True ends the loop early (fewer losses than steps: the codec is unfinished).
     """
     codec = net.codec
-    if not codec.trainable:
+    if not isinstance(codec, LatentCodec):  # the pixel codec has nothing to learn
         return []
     gen = np.random.default_rng(seed)
     torch.manual_seed(seed)

@@ -55,10 +55,13 @@ def nll_loss(out: FlowOut, dims_per_frame: int) -> tuple[Tensor, Tensor]:
 
 def heads_loss(net: FlowNet, out: FlowOut, batch: Batch) -> Tensor:
     """Reward (MSE) and termination (BCE) on the transitions: frame t+1's end state predicts transition t."""
-    if net.deep.reward is None or batch.rewards is None:
+    deep = net.deep
+    if deep.reward is None or deep.termination is None or batch.rewards is None:
         return out.log_prob.new_zeros(())
+    if batch.terminated is None:
+        raise ValueError("a batch with rewards needs its terminated flags too, (B, T-1)")
     h = out.h_end[:, 1:]
-    reward = net.deep.reward(h).squeeze(-1)
-    term = net.deep.termination(h).squeeze(-1)
+    reward = deep.reward(h).squeeze(-1)
+    term = deep.termination(h).squeeze(-1)
     term_loss = F.binary_cross_entropy_with_logits(term, batch.terminated.to(term.device).float())
     return F.mse_loss(reward, batch.rewards.to(reward.device).float()) + term_loss
