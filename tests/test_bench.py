@@ -75,6 +75,13 @@ def test_bench_cli_writes_every_figure(tmp_path):
     assert r["score_over_generate"] == pytest.approx(gen["score_fps"] / r["fps"])
     assert 0 < r["flops_fraction"] < 2 and gen["batch_gflop_per_step"] > 0
     assert set(r["details"]) == set(SECTIONS) and r["machine"]["threads"] == 1 and r["quick"] is True
+    prec = r["details"]["precision"]
+    assert r["dtype"] in ("float32", "bfloat16") and r["dtype"] == prec["auto_dtype"]
+    assert r["population_scaling"] == pytest.approx(prec[r["dtype"]]["population_fps"] / prec[r["dtype"]]["fps"])
+    assert r["flops_fraction_bf16"] == pytest.approx(prec["bfloat16"]["population_gflops"] /
+                                                     prec["bfloat16"]["matmul_peak_gflops"])
+    assert r["score_fps"] > 0 and 0 <= r["max_abs_delta_bits_per_dim"] < 0.1 and r["fps_bfloat16"] > 0
+    assert "population of 64" in done.stdout
     assert r["details"]["first_frame"]["step_s"] < r["first_frame_s"]
     assert r["targets_passed"] == sum(t["pass"] for t in r["targets"].values())
     for name, t in r["targets"].items():

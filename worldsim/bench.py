@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from . import bench_measure as m
+from .bench_precision import precision
 from .dataset import atomic_write
 from .world_model import WorldModel
 
@@ -25,9 +26,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "jacobi_speedup": (">=", 8.0), "jacobi_max_abs_diff": ("<=", 1e-3), "kv_cache_flatness": ("<=", 1.3),
     "score_over_generate": (">=", 20.0), "batch_scaling": (">=", 8.0), "flops_fraction": (">=", 0.30),
     "env_overhead": ("<=", 1.02), "bridge_overhead": ("<=", 1.10), "realtime_factor": (">=", 1.0),
-    "first_frame_s": ("<=", 3.0),
+    "first_frame_s": ("<=", 3.0), "population_scaling": (">=", 5.0), "score_fps": (">=", 500.0),
+    "flops_fraction_bf16": (">=", 0.30),
 }
-SECTIONS = ("machine", "matmul", "jacobi", "kv_cache", "generation", "env", "bridge", "first_frame")
+SECTIONS = ("machine", "matmul", "jacobi", "kv_cache", "generation", "precision", "env", "bridge", "first_frame")
 
 
 def targets(r: dict) -> dict:
@@ -66,6 +68,9 @@ def bench(model: WorldModel, source: str = "model", quick: bool = False, threads
         - bridge_overhead: a step through the ZeroMQ bridge on loopback / in process (`worldsim.bridges.bench`).
         - fps (one batch-1 session, default settings), realtime_factor = fps / 16, first_frame_s (a fresh process
           imports worldsim, loads the model, resets from a frame and steps once; wall time).
+        - dtype (what dtype="auto" picks here), fps_bfloat16, population_scaling (frames/s of a 64-world population
+          over one session's, in the chosen dtype), score_fps, flops_fraction_bf16 (against the bf16 matmul peak)
+          and max_abs_delta_bits_per_dim (bf16 scoring against fp32 on a real clip): the precision section.
         - jacobi_prefix_speedup, jacobi_prefix_max_abs_diff and fps_freeze_prefix: the same for the frozen-prefix
           Jacobi policy (`Session(freeze_prefix=True)`), measured beside the default.
         `details` holds every section's raw figures; `machine` the CPU, threads, torch version and dtype.
@@ -84,6 +89,7 @@ def bench(model: WorldModel, source: str = "model", quick: bool = False, threads
         "jacobi": lambda: m.jacobi_vs_sequential(model, budget.jacobi_reps),
         "kv_cache": lambda: m.kv_cache(model, budget.jacobi_reps),
         "generation": lambda: m.generation(model, budget.rounds, budget.steps_per_round),
+        "precision": lambda: precision(model, budget.rounds, budget.steps_per_round),
         "env": lambda: m.env_vs_session(model, budget.env_pairs),
         "bridge": lambda: m.bridge(model, budget.bridge_steps, budget.bridge_clients),
         "first_frame": lambda: m.first_frame(source, model, budget.first_frame_runs, threads),
@@ -134,6 +140,14 @@ def summarize(d: dict[str, Any]) -> dict[str, Any]:
     r["score_over_generate"] = None if fps is None else score_fps / fps
     r["batch_scaling"] = None if fps is None else batch_fps / fps
     r["flops_fraction"] = None if gflops is None or peak is None else gflops / peak
+    low = get("precision", "bfloat16") or {}
+    chosen = get("precision", get("precision", "auto_dtype") or "float32") or {}
+    r["dtype"] = get("precision", "auto_dtype")  # what dtype="auto" picks on this machine
+    r["fps_bfloat16"] = low.get("fps")
+    r["population_scaling"] = chosen.get("population_scaling")  # 64 imagined worlds' frames/s over one session's
+    r["score_fps"] = chosen.get("score_fps")
+    r["flops_fraction_bf16"] = low.get("flops_fraction")  # the bf16 population's FLOP/s over the bf16 matmul peak
+    r["max_abs_delta_bits_per_dim"] = get("precision", "max_abs_delta_bits_per_dim")  # bf16 scoring vs fp32
     r["env_overhead"] = get("env", "overhead")
     r["bridge_overhead"] = get("bridge", "bridge_overhead")
     r["first_frame_s"] = get("first_frame", "seconds")
@@ -158,6 +172,22 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return f"{value:.{digits}e}{unit}" if abs(value) < 1e-2 and value != 0 else f"{value:.{digits}f}{unit}"
 
 
+def _precision_rows(p: dict) -> list[tuple[str, str]]:
+    """The precision section side by side: float32 | bfloat16."""
+    if not p:
+        return []
+    both = lambda key, unit="", digits=1: " | ".join(  # noqa: E731
+        _fmt((p.get(d) or {}).get(key), unit, digits) for d in ("float32", "bfloat16"))
+    return [("precision (fp32 | bf16)", f"auto picks {p.get('auto_dtype')}; matmul peak "
+                                        f"{both('matmul_peak_gflops', ' GFLOP/s', 0)}"),
+            ("  one session", f"{both('fps', ' frames/s')}, {both('mean_passes', ' passes')}"),
+            (f"  population of {p.get('population')}", f"{both('population_fps', ' frames/s')}, scaling "
+                                                       f"{both('population_scaling', '×')}, of its peak "
+                                                       f"{both('flops_fraction', '', 2)}"),
+            ("  scoring", f"{both('score_fps', ' frames/s', 0)}, max |Δ bits/dim| "
+                          f"{_fmt(p.get('max_abs_delta_bits_per_dim'))}")]
+
+
 def format_table(r: dict) -> str:
     """A short human-readable summary of a bench() result."""
     d = r["details"]
@@ -180,6 +210,7 @@ def format_table(r: dict) -> str:
                                            f"(window {kv.get('window_frames', '?')} frames)"),
         ("batch 32", f"{_fmt(gen.get('batch_fps'), ' frames/s', 1)}, {_fmt(gen.get('batch_gflops'), ' GFLOP/s', 1)}"),
         ("scoring", _fmt(gen.get("score_fps"), " frames/s", 1)),
+        *_precision_rows(d.get("precision") or {}),
         ("first frame (cold)", f"{_fmt(r['first_frame_s'], ' s')} (import {_fmt(first.get('import_s'), ' s')}, "
                                f"load {_fmt(first.get('load_s'), ' s')}, step {_fmt(first.get('step_s'), ' s')})"),
         ("wall time", _fmt(r["wall_time_s"], " s", 1)),
