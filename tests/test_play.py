@@ -169,74 +169,110 @@ def _agent(frame: np.ndarray) -> np.ndarray:
     return np.array(pos)
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM} "
-                    "(apt-get install chromium; CI installs it)")
-def test_chromium_plays_the_page(served, tmp_path):
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium; CI installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1000}, accept_downloads=True)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(served)
-            page.wait_for_function("window.play && play.ready", timeout=TIMEOUT_S * 1000)
-            page.click("#view")
-            start = _agent(_frames(page)[0])
-            across = "ArrowLeft" if start[0] > 32 else "ArrowRight"  # towards the open side of the room
-            sign = -1 if across == "ArrowLeft" else 1
-            for _ in range(3):
-                _press(page, across)
-            for _ in range(3):
-                _press(page, "s" if start[1] < 32 else "w")  # WASD too
-            frames = _frames(page)
-            moved = _agent(frames[3]) - start
-            assert sign * moved[0] > 3 and abs(moved[1]) < 2, f"{across} moved the agent by {moved}"
-            down = _agent(frames[6]) - _agent(frames[3])
-            assert (1 if start[1] < 32 else -1) * down[1] > 3 and abs(down[0]) < 2, down
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
-            # scrub back to frame 2 and press the key pressed there: a new branch, whose frame 3 is the old one's
-            page.locator("#scrub").fill("2")
-            assert page.evaluate("play.pos") == 2
-            _press(page, across)
-            assert page.evaluate("[play.branches.length, play.lastFork.frames, play.lastFork.exact]") == [2, 3, True]
-            branch = _frames(page)
-            np.testing.assert_array_equal(branch[3], frames[3])
-            for _ in range(3):  # then the other way: the agent goes back
-                _press(page, "ArrowRight" if across == "ArrowLeft" else "ArrowLeft")
-            back = _agent(_frames(page)[6]) - _agent(branch[3])
-            assert -sign * back[0] > 3, f"the other way moved the agent by {back}"
 
-            # the first branch again: re-run it from frame 1, every frame comes back bit for bit
-            page.locator("#branches li .name").first.click()
-            assert page.evaluate("play.current.name") == "branch 1"
-            page.locator("#scrub").fill("1")
-            page.click("#rerun")
-            page.wait_for_function("play.rerun !== undefined && !play.busy", timeout=TIMEOUT_S * 1000)
-            assert page.evaluate("play.rerun") == {"same": 5, "total": 5}
+def test_chromium_plays_the_page(served, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1100, "height": 1000}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(served)
+    page.wait_for_function("window.play && play.ready", timeout=TIMEOUT_S * 1000)
+    page.click("#view")
+    start = _agent(_frames(page)[0])
+    across = "ArrowLeft" if start[0] > 32 else "ArrowRight"  # towards the open side of the room
+    sign = -1 if across == "ArrowLeft" else 1
+    for _ in range(3):
+        _press(page, across)
+    for _ in range(3):
+        _press(page, "s" if start[1] < 32 else "w")  # WASD too
+    frames = _frames(page)
+    moved = _agent(frames[3]) - start
+    assert sign * moved[0] > 3 and abs(moved[1]) < 2, f"{across} moved the agent by {moved}"
+    down = _agent(frames[6]) - _agent(frames[3])
+    assert (1 if start[1] < 32 else -1) * down[1] > 3 and abs(down[0]) < 2, down
 
-            downloads = []
-            page.on("download", lambda d: downloads.append(d))
-            page.click("#download")
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('saved')",
-                                   timeout=TIMEOUT_S * 1000)
-            page.wait_for_timeout(500)
-            names = sorted(d.suggested_filename for d in downloads)
-            assert len(names) == 2 and names[0].endswith(".jsonl") and names[1].endswith(".mp4"), names
-            for d in downloads:
-                d.save_as(tmp_path / d.suggested_filename)
-            row = json.loads((tmp_path / names[0]).read_text())
-            assert row["video"] == names[1] and len(row["actions"]) == len(read_video(tmp_path / names[1])) - 1
+    # scrub back to frame 2 and press the key pressed there: a new branch, whose frame 3 is the old one's
+    page.locator("#scrub").fill("2")
+    assert page.evaluate("play.pos") == 2
+    _press(page, across)
+    assert page.evaluate("[play.branches.length, play.lastFork.frames, play.lastFork.exact]") == [2, 3, True]
+    branch = _frames(page)
+    np.testing.assert_array_equal(branch[3], frames[3])
+    for _ in range(3):  # then the other way: the agent goes back
+        _press(page, "ArrowRight" if across == "ArrowLeft" else "ArrowLeft")
+    back = _agent(_frames(page)[6]) - _agent(branch[3])
+    assert -sign * back[0] > 3, f"the other way moved the agent by {back}"
 
-            latency, model_ms = page.evaluate("[play.latencies, play.computeMs]")
-            page.locator("#scrub").fill("4")
-            shot = tmp_path / "play.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("WORLDSIM_PLAY_SCREENSHOT"):  # e.g. docs/play.png (see docs/play.md)
-                shutil.copy(shot, os.environ["WORLDSIM_PLAY_SCREENSHOT"])
-            assert not errors and page.evaluate("play.errors") == [], errors
-        finally:
-            browser.close()
+    # the first branch again: re-run it from frame 1, every frame comes back bit for bit
+    page.locator("#branches li .name").first.click()
+    assert page.evaluate("play.current.name") == "branch 1"
+    page.locator("#scrub").fill("1")
+    page.click("#rerun")
+    page.wait_for_function("play.rerun !== undefined && !play.busy", timeout=TIMEOUT_S * 1000)
+    assert page.evaluate("play.rerun") == {"same": 5, "total": 5}
+
+    downloads = []
+    page.on("download", lambda d: downloads.append(d))
+    page.click("#download")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('saved')",
+                           timeout=TIMEOUT_S * 1000)
+    page.wait_for_timeout(500)
+    names = sorted(d.suggested_filename for d in downloads)
+    assert len(names) == 2 and names[0].endswith(".jsonl") and names[1].endswith(".mp4"), names
+    for d in downloads:
+        d.save_as(tmp_path / d.suggested_filename)
+    row = json.loads((tmp_path / names[0]).read_text())
+    assert row["video"] == names[1] and len(row["actions"]) == len(read_video(tmp_path / names[1])) - 1
+
+    extra = int(os.environ.get("WORLDSIM_PLAY_PRESSES", "0"))  # more presses, to measure the latency
+    for i in range(extra):
+        _press(page, "ArrowLeft" if i % 2 else "ArrowRight")
+    latency, model_ms = page.evaluate("[play.latencies, play.computeMs]")
+    latency, model_ms = latency[-extra:], model_ms[-extra:]  # (all of them when extra is 0)
+    page.locator("#scrub").fill("4")
+    shot = tmp_path / "play.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("WORLDSIM_PLAY_SCREENSHOT"):  # e.g. docs/play.png (see docs/play.md)
+        shutil.copy(shot, os.environ["WORLDSIM_PLAY_SCREENSHOT"])
+    assert not errors and page.evaluate("play.errors") == [], errors
+    page.close()
     print(f"\nkey press → frame on screen: median {np.median(latency):.0f} ms, p95 {np.percentile(latency, 95):.0f} ms "
           f"over {len(latency)} presses; model frame time median {np.median(model_ms):.0f} ms")
+
+
+def test_chromium_maps_keys_and_the_mouse_to_vector_components(browser):
+    from worldsim import preset
+
+    spec = {"kind": "vector", "dim": 2, "low": [-1.0, 0.0], "high": [1.0, 4.0]}
+    vec = WorldModel.from_config(preset("tiny").merged(action_spec=spec))
+    with play_gateway(vec, name="vector") as gw:
+        page = browser.new_page(viewport={"width": 1100, "height": 1000})
+        page.goto(gw.url)
+        page.wait_for_function("window.play && play.ready", timeout=TIMEOUT_S * 1000)
+        keys = page.locator("#keys").inner_text()
+        assert "component 0 → high (1)" in keys and "component 1 → low (0)" in keys and "drag" in keys
+        assert page.locator("#vector output").all_inner_texts() == ["0.00", "0.00"]  # 0 where the box allows
+        page.click("#view")  # (a click is a drag of no length: one step at the pointer)
+        _press(page, "ArrowRight")
+        _press(page, "w")
+        box = page.locator("#view").bounding_box()
+        n = page.evaluate("play.steps")
+        page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.25)  # right of centre, up
+        page.mouse.down()
+        page.wait_for_function(f"play.steps > {n}", timeout=TIMEOUT_S * 1000)
+        page.mouse.up()
+        page.wait_for_function("!play.busy && play.queue.length === 0", timeout=TIMEOUT_S * 1000)
+        actions = page.evaluate("play.current.actions")
+        assert actions[2:4] == [[1.0, 0.0], [0.0, 4.0]]
+        assert actions[4] == pytest.approx([0.5, 3.0], abs=0.02)
+        page.close()

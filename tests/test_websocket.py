@@ -15,6 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from worldsim import WorldModel, preset
 from worldsim.play.envelope import decode_message, encode_message
 from worldsim.play.gateway import WebSocketGateway
 
@@ -325,3 +326,24 @@ def test_fork_at_needs_a_timeline_and_a_frame_in_range(client):
     for bad in (0, 3, -1, "1", True, 1.0):
         head, _ = client.call("fork", token, frames=bad)
         assert head["error"]["code"] == "bad_request" and "expected an int from 1" in head["error"]["message"]
+
+
+def test_vector_actions_travel_as_json_lists():
+    spec = {"kind": "vector", "dim": 2, "low": [-1.0, 0.0], "high": [1.0, 4.0]}
+    vec = WorldModel.from_config(preset("tiny").merged(action_spec=spec))
+    with WebSocketGateway(vec) as gw:
+        c = Client(gw.ws_url)
+        assert c.ok("hello")[0]["action_spec"]["dim"] == 2
+        token = open_session(c, seed=4, timeline=True)
+        actions = [[0.5, 1.0], [-1, 4], [0.0, 0.25]]
+        with vec.session(seed=4) as local:
+            local.reset(frames=first_frame(4))
+            frames = []
+            for a in actions:
+                frames.append(c.ok("step", token, action=a)[1][0].copy())
+                np.testing.assert_array_equal(frames[-1], local.step(np.array(a, np.float32)).frame)
+        assert c.call("step", token, action=[2.0, 0.0])[0]["error"]["code"] == "invalid_action"  # out of bounds
+        child = c.ok("fork", token, frames=2)[0]
+        assert child["exact"]
+        np.testing.assert_array_equal(c.ok("step", child["session"], action=actions[1])[1][0], frames[1])
+        c.close()
