@@ -57,7 +57,7 @@ class ActionSpec(BaseModel):
     @classmethod
     def vector(cls, low: Sequence[float], high: Sequence[float], out_of_bounds: str = "refuse") -> ActionSpec:
         return cls(kind="vector", dim=len(low), low=tuple(float(v) for v in low), high=tuple(float(v) for v in high),
-                   out_of_bounds=out_of_bounds)  # type: ignore[arg-type]
+                   out_of_bounds=out_of_bounds)
 
     @property
     def is_vector(self) -> bool:

@@ -159,7 +159,7 @@ def check_against_config(config: ModelConfig, state: dict[str, torch.Tensor], sa
             "Fix: use config.json from the same save as model.safetensors, or train a model with the new config."
         )
     geometry = _edits(saved, now, GEOMETRY) if saved is not None else []
-    if geometry:
+    if saved is not None and geometry:
         h, w = saved.get("height"), saved.get("width")
         raise CheckpointError(
             f"checkpoint {where!r}: config.json asks for {config.height}×{config.width} frames ({', '.join(geometry)}) "

@@ -228,7 +228,8 @@ class DatasetWriter:
                   "rewards": rewards, "terminated": terminated,
                   "caption": np.array(str(caption), dtype=np.str_)}  # unicode arrays: no pickle needed
         path = self.path / name
-        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+        # numpy's stub lets the ** arrays fill its `allow_pickle: bool` keyword; all four are arrays
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
         self.vocabulary.extend(a for a in dict.fromkeys(phrases) if a not in self.vocabulary)
         self.episodes.append({"file": name, "frames": int(len(frames))})
         return path

@@ -110,7 +110,7 @@ def _write_video(path: Path, imagined: np.ndarray, real: np.ndarray) -> None:
     gap = np.full((imagined.shape[1], 1, 3), 255, np.uint8)
     first = np.concatenate([imagined[0], gap, real[0]], axis=1)
     h, w = first.shape[0] * VIDEO_SCALE, first.shape[1] * VIDEO_SCALE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), VIDEO_FPS, (w, h))
     if not writer.isOpened():
         raise WorldSimError(f"OpenCV could not open {path} for writing with the 'mp4v' codec; check that the "
                             "folder is writable and that opencv-python has video support.")
@@ -145,7 +145,8 @@ def _write_filmstrip(path: Path, imagined: np.ndarray, real: np.ndarray, bits: n
     steps = np.arange(1, len(bits) + 1)
     ax.plot(steps, bits, marker=".", label="imagined: the model's own sampled tokens")
     ax.plot(steps, real_bits, marker=".", label="real: the real frame's tokens + σ noise, given the real past")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    # the default locator is an AutoLocator, a MaxNLocator, which takes `integer`; the stub types a plain Locator
+    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     ax.set_xlabel("frame", fontsize=8)
     ax.set_ylabel(f"{'latent' if space == 'latents' else 'pixel'} bits/dim\n(lower: likelier)", fontsize=8)
     # the two curves are not one quantity: a model always finds its own samples likelier than real data

@@ -158,7 +158,9 @@ class RealEnv:
 
     def transitions(self, first_seed: int, count: int) -> tuple[np.ndarray, np.ndarray, list[Any]]:
         """`count` real transitions (frame t, frame t+1, action t) from episodes of world seeds first_seed, +1, …"""
-        before, after, actions = [], [], []
+        before: list[np.ndarray] = []
+        after: list[np.ndarray] = []
+        actions: list[Any] = []
         seed = first_seed
         while len(actions) < count:
             ep, _ = self.episode(seed, PROBE_EPISODE_STEPS)

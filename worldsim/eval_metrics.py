@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -79,7 +80,7 @@ def auroc(positives: np.ndarray | list[float], negatives: np.ndarray | list[floa
     return float(u / (len(pos) * len(neg)))
 
 
-def save_filmstrip(path: str | Path, real: Sequence[np.ndarray], gens: Sequence[np.ndarray], context: int,
+def save_filmstrip(path: str | os.PathLike, real: Sequence[np.ndarray], gens: Sequence[np.ndarray], context: int,
                    title: str) -> Path:
     """Per episode (up to 3) a row of real frames at steps 0, 1, 2, 4, 8, 16 above the imagined ones, as a PNG.
 
@@ -108,8 +109,8 @@ def save_filmstrip(path: str | Path, real: Sequence[np.ndarray], gens: Sequence[
             axes[2 * e + 1, 0].set_ylabel(f"ep {e}\nmodel", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
 

@@ -108,12 +108,13 @@ def cem_search(simulate: Simulator, vocabulary: ActionSpace, horizon: int = 8, p
         raise ConfigError(f"need 1 ≤ elites ≤ population; received elites={elites}, population={population}.")
     box = _box(vocabulary)
     if box is not None:
-        return Plan(*box_search(simulate, box, horizon, population, iterations, seed, smoothing, elites=elites,
-                                warm_start=warm_start, smoothness=smoothness))
+        plan, score, history = box_search(simulate, box, horizon, population, iterations, seed, smoothing,
+                                          elites=elites, warm_start=warm_start, smoothness=smoothness)
+        return Plan(list(plan), score, history)
     vocab = _phrases(vocabulary)
     rng = np.random.default_rng(seed)
     probs = np.full((horizon, len(vocab)), 1.0 / len(vocab))
-    best: tuple[float, list[str]] = (-np.inf, [])
+    best: tuple[float, list[Action]] = (-np.inf, [])
     history = []
     for i in range(iterations):
         idx = np.stack([rng.choice(len(vocab), size=population, p=p) for p in probs], axis=1)  # (pop, horizon)
@@ -129,12 +130,12 @@ def cem_search(simulate: Simulator, vocabulary: ActionSpace, horizon: int = 8, p
     return Plan(best[1], best[0], history)
 
 
-def _plan_indices(plan: Sequence[str], vocab: list[str], horizon: int) -> np.ndarray:
-    unknown = [a for a in plan if a not in vocab]
+def _plan_indices(plan: Sequence[Action], vocab: list[str], horizon: int) -> np.ndarray:
+    unknown = [a for a in plan if not isinstance(a, str) or a not in vocab]
     if unknown:
         raise ConfigError(f"warm_start holds actions outside the vocabulary: {unknown}; use some of {vocab}.")
     steps = list(plan[:horizon]) + [plan[-1]] * max(0, horizon - len(plan))
-    return np.array([vocab.index(a) for a in steps])
+    return np.array([vocab.index(str(a)) for a in steps])
 
 
 def cem(session: Session, objective: Objective, horizon: int = 8, population: int = 32, elites: int = 4,
@@ -167,12 +168,14 @@ def mppi_search(simulate: Simulator, vocabulary: ActionSpace, horizon: int = 8, 
                           f"{population}, iterations={iterations}, temperature={temperature}.")
     box = _box(vocabulary)
     if box is not None:
-        return Plan(*box_search(simulate, box, horizon, population, iterations, seed, smoothing,
-                                temperature=temperature, warm_start=warm_start, smoothness=smoothness))
+        plan, score, history = box_search(simulate, box, horizon, population, iterations, seed, smoothing,
+                                          temperature=temperature, warm_start=warm_start, smoothness=smoothness)
+        return Plan(list(plan), score, history)
     vocab = _phrases(vocabulary)
     rng = np.random.default_rng(seed)
     probs = np.full((horizon, len(vocab)), 1.0 / len(vocab))
-    best, best_score, history = [], -np.inf, []
+    best: list[Action] = []
+    best_score, history = -np.inf, []
     for _ in range(iterations):
         # inverse-CDF draws for all plans and steps at once: (population, horizon) action indices
         cdf = np.cumsum(probs, axis=1)
@@ -197,7 +200,7 @@ def random_shooting(simulate: Simulator, vocabulary: ActionSpace, horizon: int =
     plans = uniform_plans(box, horizon, population, seed)
     total = np.asarray(simulate(plans), dtype=np.float64)
     top = int(np.argmax(total))
-    return Plan(plans[top], float(total[top]), [float(total[top])])
+    return Plan(list(plans[top]), float(total[top]), [float(total[top])])
 
 
 def mppi(session: Session, objective: Objective, horizon: int = 8, population: int = 32, iterations: int = 3,

@@ -52,7 +52,8 @@ def _init(net: nn.Module, gen: torch.Generator) -> None:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
             bound = 1 / math.sqrt(m.weight[0].numel())
-            nn.init.uniform_(m.bias, -bound, bound, generator=gen)
+            if m.bias is not None:
+                nn.init.uniform_(m.bias, -bound, bound, generator=gen)
 
 
 def _check_pairs(before: Any, after: Any) -> None:

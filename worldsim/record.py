@@ -300,8 +300,10 @@ def _record(env: gym.Env, env_id: str, episodes: int, out_dir: str | os.PathLike
                 h, w = frames[0].shape[:2]
                 fps = env.metadata.get("render_fps") or 16
                 writer = DatasetWriter(out_dir, h, w, fps, (), source, overwrite=overwrite, action_spec=spec)
-            stored: Any = (np.stack(actions) if actions else np.zeros((0, spec.dim), np.float32)) if vector \
-                else actions  # spec is a vector spec here
+            if spec is not None and spec.is_vector:
+                stored: Any = np.stack(actions) if actions else np.zeros((0, spec.dim), np.float32)
+            else:
+                stored = actions
             writer.add_episode(np.stack(frames), stored, rewards, terms, caption)
             bar.update(1)
     finally:

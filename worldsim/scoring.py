@@ -75,12 +75,14 @@ def score_video(model: WorldModel, video: str | os.PathLike, out_dir: str | os.P
 
 
 def _frame_rows(report: ScoreReport, height: int, width: int) -> list[dict[str, Any]]:
+    surprise = report.surprise
+    assert surprise is not None  # WorldModel.score and the bridge client always fill it
     rows = []
     for t in range(len(report.log_prob)):
-        x, y = hottest_patch(report.surprise[t], height, width)
+        x, y = hottest_patch(surprise[t], height, width)
         row = {"t": t, "log_prob": float(report.log_prob[t]), "bits_per_dim": float(report.bits_per_dim[t]),
                "hottest_patch_px": [round(x, 1), round(y, 1)],
-               "hottest_patch_surprise": float(report.surprise[t].max())}
+               "hottest_patch_surprise": float(surprise[t].max())}
         if report.verdict is not None:
             v = report.verdict
             row.update(percentile=float(v.percentile[t]), z_score=float(v.z_score[t]),
@@ -103,6 +105,8 @@ def _save_png(path: Path, frames: np.ndarray, report: ScoreReport, result: dict[
     from matplotlib.figure import Figure
 
     hottest = result["most_surprising_frames"]
+    surprise = report.surprise
+    assert surprise is not None  # WorldModel.score and the bridge client always fill it
     fig = Figure(figsize=(2.2 * max(len(hottest), 2), 5.2), dpi=90, layout="constrained")
     grid = fig.add_gridspec(2, max(len(hottest), 1), height_ratios=[1.1, 1])
     ax = fig.add_subplot(grid[0, :])
@@ -123,7 +127,7 @@ def _save_png(path: Path, frames: np.ndarray, report: ScoreReport, result: dict[
     h, w = frames.shape[1:3]
     cmap = colormaps["inferno"]
     for col, k in enumerate(hottest):
-        s = report.surprise[k]
+        s = surprise[k]
         norm = (s - s.min()) / max(float(np.ptp(s)), 1e-9)
         heat = cv2.resize(cmap(norm)[..., :3].astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
         overlay = (0.55 * frames[k] / 255.0 + 0.45 * heat).clip(0, 1)
