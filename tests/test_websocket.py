@@ -347,3 +347,12 @@ def test_vector_actions_travel_as_json_lists():
         assert child["exact"]
         np.testing.assert_array_equal(c.ok("step", child["session"], action=actions[1])[1][0], frames[1])
         c.close()
+
+
+def test_a_text_message_that_is_not_utf8_closes_its_connection(gateway, client):
+    bad = Client(gateway.ws_url)
+    bad.ws.send(b'{"v": 1, "id": 1, "op": "ping", "x": "\xff"}', text=True)
+    with pytest.raises(ConnectionClosed) as closed:
+        bad.ws.recv(timeout=TIMEOUT_S)
+    assert closed.value.rcvd.code == 1007  # invalid data: the WebSocket standard's answer, not ours
+    assert client.ok("ping")[0]["pong"]

@@ -275,14 +275,14 @@ class WebSocketGateway:
         session = entry.session
         if op == "reset":
             tracks.restart(session, args.get("prompt") if isinstance(args, dict) else None)
-            result["verdict"] = tracks.verdicts[-1] if tracks.verdicts else None
         elif op in ("step", "observe") and len(session.frames) == tracks.frames + 1:
             tracks.advance(session, op)
-            if tracks.verdicts:
-                result["verdict"] = tracks.verdicts[-1]
         elif op == "fork" and result["session"] in self.bridge.sessions:
             child = self.bridge.sessions[result["session"]].session
             self._tracks[result["session"]] = tracks.branch(child, len(child.frames))
+            return
+        if op in ("reset", "step", "observe") and tracks.verdicts:
+            result["verdict"] = tracks.verdicts[-1]
 
     def _fork_at(self, identity: bytes, header: dict[str, Any], bufs: list[bytes], n: Any) -> Reply:
         """`fork` with `frames: n`: a new session that is this one as it was when it held n frames."""
