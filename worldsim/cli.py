@@ -81,9 +81,28 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    if (args.env is None) == (args.import_videos is None):
-        args.subparser.error("give either --env ID --episodes N, or --import-videos DIR --actions FILE.jsonl")
-    if args.import_videos is not None:
+    sources = {"--env": args.env, "--import-videos": args.import_videos, "--import-lerobot": args.import_lerobot,
+               "--import-minari": args.import_minari}
+    if sum(v is not None for v in sources.values()) != 1:
+        args.subparser.error("give one of --env ID --episodes N, --import-videos DIR --actions FILE.jsonl, "
+                             "--import-lerobot DIR, --import-minari NAME|PATH")
+    if args.camera is not None and args.import_lerobot is None:
+        args.subparser.error("--camera goes with --import-lerobot")
+    if args.obs_key is not None and args.import_minari is None:
+        args.subparser.error("--obs-key goes with --import-minari")
+    if args.import_lerobot is not None:
+        from .importers.lerobot import import_lerobot
+
+        path = import_lerobot(args.import_lerobot, args.out, camera=args.camera, size=args.size,
+                              episodes=args.episodes, overwrite=args.overwrite, action_low=args.action_low,
+                              action_high=args.action_high)
+    elif args.import_minari is not None:
+        from .importers.minari import import_minari
+
+        path = import_minari(args.import_minari, args.out, size=args.size, obs_key=args.obs_key,
+                             episodes=args.episodes, overwrite=args.overwrite, action_low=args.action_low,
+                             action_high=args.action_high)
+    elif args.import_videos is not None:
         if args.actions is None:
             args.subparser.error("--import-videos needs --actions FILE.jsonl")
         from .video import import_videos
@@ -198,11 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="bundled model name, checkpoint directory, or preset name")
     p.set_defaults(handler=_info)
 
-    p = add("record", "record a Gymnasium env into a dataset, or import a folder of videos")
+    p = add("record", "record a Gymnasium env into a dataset, or import videos, a LeRobot or a Minari dataset")
     p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     p.add_argument("--env", help="registered env id, e.g. worldsim/PushWorld-v0 (needs --episodes)")
-    p.add_argument("--episodes", type=_positive_int, help="episodes to record")
+    p.add_argument("--episodes", type=_positive_int,
+                   help="episodes to record; with --import-lerobot/--import-minari: import only the first N")
     p.add_argument("--policy", metavar="NAME",
                    help="data policy: 'random' (any env) or one of the env's world (PushWorld: pushworld, "
                         "pushworld-walls adds segments that press the block into a wall, pushworld-contacts also "
@@ -214,11 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import-videos", metavar="DIR", help="folder of videos to import instead of recording")
     p.add_argument("--actions", metavar="FILE.jsonl",
                    help='with --import-videos: one {"video", "actions", "caption"} object per line')
+    p.add_argument("--import-lerobot", metavar="DIR",
+                   help="LeRobot dataset folder (v3.0 or v2.x: meta/, data/, videos/) to import: one camera's frames, "
+                        "`action` as vector actions (see docs/importing-datasets.md)")
+    p.add_argument("--camera", metavar="KEY",
+                   help="with --import-lerobot: the camera (video or image feature) to import, e.g. "
+                        "observation.images.top (default: the only one)")
+    p.add_argument("--import-minari", metavar="NAME|PATH",
+                   help="Minari dataset to import: an id in the local Minari root (MINARI_DATASETS_PATH) or a path; "
+                        "image observations, Discrete or Box actions; nothing is downloaded")
+    p.add_argument("--obs-key", metavar="KEY",
+                   help="with --import-minari and dict observations: the image's key (default: the only image)")
     p.add_argument("--size", type=_positive_int,
-                   help="resize frames to SIZE×SIZE (area averaging): the env's renders, or the imported videos")
+                   help="resize frames to SIZE×SIZE (area averaging): the env's renders, or the imported frames")
     p.add_argument("--action-low", type=float, nargs="+", metavar="X",
                    help="lower bound of vector actions: one value for every component or one per component "
-                        "(a Box env with infinite bounds; numeric --import-videos actions, else their min)")
+                        "(a Box env with infinite bounds; imports: numeric --import-videos actions, else their min; "
+                        "--import-lerobot, else meta/stats.json's min, else the data's)")
     p.add_argument("--action-high", type=float, nargs="+", metavar="X",
                    help="upper bound of vector actions, as --action-low (numeric imports: else their max)")
     p.set_defaults(handler=_record)
