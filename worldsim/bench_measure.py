@@ -12,6 +12,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
 import numpy as np
 import torch
@@ -126,9 +128,11 @@ def jacobi_vs_sequential(model: WorldModel, reps: int) -> dict:
                "jacobi_prefix": SamplerSettings(**{**recommended, "freeze_prefix": True})}
     times: dict[str, list[float]] = {m: [] for m in methods}
     diffs: dict[str, list[float]] = {m: [] for m in methods}
-    iterations: dict[str, list[int]] = {m: [] for m in methods}
+    iterations: dict[str, list[float]] = {m: [] for m in methods}
     passes: dict[int, list[float]] = {1: [], n: []}
-    slots = net.deep.segment_inputs(state.prev_u[:, None], cond[:, None])[:, 0]
+    prev_u = state.prev_u
+    assert prev_u is not None  # context_state observed real frames
+    slots = net.deep.segment_inputs(prev_u[:, None], cond[:, None])[:, 0]
     for rep in range(reps + 1):  # repetition 0 is the warm-up
         z, out = _noise(model, rep + 1), {}
         order = list(methods)[rep % 3:] + list(methods)[: rep % 3]
@@ -139,7 +143,7 @@ def jacobi_vs_sequential(model: WorldModel, reps: int) -> dict:
             times[name].append(time.perf_counter() - t)
         for k in passes:
             st = state.clone()
-            passes[k].append(timed(lambda st=st, k=k: net.deep.frame_params(st, slots[:, :k], 0, commit=False)))
+            passes[k].append(timed(partial(net.deep.frame_params, st, slots[:, :k], 0, commit=False)))
         for name in methods:
             diffs[name].append(float((out[name].x - out["sequential"].x).abs().max()))
             iterations[name].append(out[name].iterations)
@@ -171,7 +175,7 @@ def kv_cache(model: WorldModel, reps: int) -> dict:
         for c in (CONTEXTS if rep % 2 else CONTEXTS[::-1]):
             state, cond, _ = starts[c]
             st = state.clone()
-            times[c].append(timed(lambda st=st, cond=cond, z=z: sample_frame(model.net, st, cond, z, fixed)))
+            times[c].append(timed(partial(sample_frame, model.net, st, cond, z, fixed)))
         if rep == 0:
             for xs in times.values():
                 xs.clear()
@@ -193,7 +197,12 @@ def generation(model: WorldModel, rounds: int, steps_per_round: int, batch: int 
     frames, actions = real_clip(model, max(SCORE_FRAMES, 2))
     clip = frames[:SCORE_FRAMES]
     starts = np.stack([real_clip(model, 1, seed=i)[0][0] for i in range(batch)])
-    one_ms, prefix_ms, batch_s, score_s, flops, iters = [], [], [], [], [], []
+    one_ms: list[float] = []
+    prefix_ms: list[float] = []
+    batch_s: list[float] = []
+    score_s: list[float] = []
+    flops: list[float] = []
+    iters: list[float] = []
     with model.session(seed=0) as one, model.session(seed=0, freeze_prefix=True) as fast, \
             model.session(seed=0, batch_size=batch) as many:
         for s in (one, fast):
@@ -203,7 +212,7 @@ def generation(model: WorldModel, rounds: int, steps_per_round: int, batch: int 
         for r in range(rounds + 1):  # round 0 is the warm-up
             acts = [vocab[(i + r) % len(vocab)] for i in range(batch)]
             with counter:
-                batch_s.append(timed(lambda acts=acts: many.step(acts)))
+                batch_s.append(timed(partial(many.step, acts)))
             flops.append(counter.pop())
             score_s.append(timed(lambda: model.score(clip, actions=actions[: len(clip) - 1])))
             for k in range(steps_per_round):
@@ -233,6 +242,7 @@ def env_vs_session(model: WorldModel, pairs: int) -> dict:
     import gymnasium as gym
 
     import worldsim.envs  # noqa: F401  (registers the env ids)
+    from worldsim.envs.world_model_env import WorldModelEnv
 
     env = gym.make("worldsim/WorldModel-v0", model=model)
     vocab = model.vocabulary
@@ -241,7 +251,9 @@ def env_vs_session(model: WorldModel, pairs: int) -> dict:
     ratios, env_ms, session_ms = [], [], []
     try:
         for i in range(pairs):
-            twin = env.unwrapped.session.fork()
+            session = cast(WorldModelEnv, env.unwrapped).session
+            assert session is not None  # the env was reset above
+            twin = session.fork()
             a = i % len(vocab)
             run_env = lambda a=a: env.step(a)
             run_session = lambda a=a, twin=twin: twin.step(vocab[a])
@@ -314,7 +326,7 @@ def first_frame(model_source: str, model: WorldModel, runs: int, threads: int | 
 
 def machine(threads: int) -> dict:
     """Facts that make the figures comparable across machines."""
-    cpu, flags = "unknown", set()
+    cpu, flags = "unknown", set[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

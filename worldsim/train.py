@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -224,7 +225,8 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
                        "16). Use --frames %d or more.", s.frames, config.deep.window, 2 * config.deep.window)
     torch.manual_seed(s.seed)
     net = FlowNet(config)
-    codec_done, step, ema_state, opt_state, meta = False, 0, None, None, {}
+    codec_done, step, ema_state, opt_state = False, 0, None, None
+    meta: dict[str, Any] = {}
     if state_dir is not None:
         net_state, ema_state, opt_state, meta = load_state(state_dir, net)
         step, codec_done = int(meta["step"]), bool(meta["codec_done"])
@@ -258,7 +260,7 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
                            progress=progress and rank == 0 and sys.stderr.isatty(),
                            stop=lambda: stops.requested,
                            log=lambda i, loss: log({"codec_step": i, "codec_loss": loss}) if i % 25 == 0 else None)
-        if stops.requested:
+        if stops.signum is not None:
             if metrics is not None:
                 metrics.close()
             raise TrainingStopped(stops.signum, f"stopped by {stops.name} in the codec phase (step {len(done)} of "
@@ -281,7 +283,7 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
     ema = EMA(net, s.ema)
     if ema_state is not None:
         ema.shadow = {k: v.to(device) for k, v in ema_state.items()}
-    step_fn = TrainStep(net)
+    step_fn: nn.Module = TrainStep(net)
     if world > 1:
         step_fn = nn.parallel.DistributedDataParallel(
             step_fn, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
@@ -313,7 +315,8 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
 
     if new_codec:
         checkpoint()  # the codec is done: a restart from here skips it
-    probe = (done_at_start + 10, done_at_start + 40) if budget_s is not None else None
+    # (first step timed, step that sets the schedule, the budget it fills)
+    probe = (done_at_start + 10, done_at_start + 40, budget_s) if budget_s is not None else None
 
     def step_inputs(i: int) -> tuple[torch.Generator, Batch, int]:
         """Noise generator, batch and FSM frame of step i, all drawn from a generator seeded by (seed, i, rank)."""
@@ -330,7 +333,7 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
                 t_probe = time.time()
             if probe is not None and step == probe[1]:
                 rate = (probe[1] - probe[0]) / (time.time() - t_probe)
-                s = replace(s, steps=_steps_for_budget(step, rate, budget_s, time.time() - t_start))
+                s = replace(s, steps=_steps_for_budget(step, rate, probe[2], time.time() - t_start))
                 bar.total, probe = s.steps, None
                 logger.info("%.2f steps/s: the schedule ends at step %d", rate, s.steps)
             gen, batch, t_fsm = pending.result()
@@ -370,7 +373,7 @@ def _train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Mode
         bar.close()
         if metrics is not None:
             metrics.close()
-    if stops.requested and step < s.steps:
+    if stops.signum is not None and step < s.steps:
         raise TrainingStopped(stops.signum, f"stopped by {stops.name} at step {step} of {s.steps}: state saved in "
                                             f"{out / 'state'}, model in {out / 'model'}; --resume continues it")
     return out / "model"
