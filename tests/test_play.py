@@ -251,7 +251,7 @@ def test_chromium_plays_the_page(served, browser, tmp_path):
           f"{np.percentile(model_ms, 95):.0f} ms")
 
 
-def test_chromium_maps_keys_and_the_mouse_to_vector_components(browser):
+def test_chromium_maps_keys_and_the_mouse_to_vectors_and_starts_from_uploads(browser, tmp_path):
     from worldsim import preset
 
     spec = {"kind": "vector", "dim": 2, "low": [-1.0, 0.0], "high": [1.0, 4.0]}
@@ -276,4 +276,27 @@ def test_chromium_maps_keys_and_the_mouse_to_vector_components(browser):
         actions = page.evaluate("play.current.actions")
         assert actions[2:4] == [[1.0, 0.0], [0.0, 4.0]]
         assert actions[4] == pytest.approx([0.5, 3.0], abs=0.02)
+        _uploads(page, tmp_path)
         page.close()
+
+
+def _uploads(page, folder: Path) -> None:
+    """An image, then a video, as the first frames (resized to the model's 16×16 by the browser)."""
+    import cv2
+
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[:, :24] = (255, 0, 0)  # RGB: left half red, right half blue
+    image[:, 24:] = (0, 0, 255)
+    cv2.imwrite(str(folder / "room.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    page.set_input_files("#upload", str(folder / "room.png"))
+    page.wait_for_function("play.ready && play.current.origin === 'room.png'", timeout=TIMEOUT_S * 1000)
+    first = np.array(page.evaluate("Array.from(play.current.frames[0])"), np.uint8).reshape(16, 16, 3)
+    assert (first[:, :6] == (255, 0, 0)).all() and (first[:, -6:] == (0, 0, 255)).all()
+    video = cv2.VideoWriter(str(folder / "walk.webm"), cv2.VideoWriter_fourcc(*"VP80"), 16, (32, 32))
+    for i in range(20):
+        video.write(np.full((32, 32, 3), 40 + 10 * i, np.uint8))
+    video.release()
+    page.set_input_files("#upload", str(folder / "walk.webm"))
+    page.wait_for_function("play.ready && play.current.origin === 'walk.webm'", timeout=TIMEOUT_S * 1000)
+    greys = page.evaluate("play.current.frames.map((f) => f[0])")
+    assert len(greys) == 8 and greys == sorted(greys) and greys[-1] > greys[0] + 40, greys  # its first 8 frames
