@@ -356,3 +356,10 @@ def test_a_text_message_that_is_not_utf8_closes_its_connection(gateway, client):
         bad.ws.recv(timeout=TIMEOUT_S)
     assert closed.value.rcvd.code == 1007  # invalid data: the WebSocket standard's answer, not ours
     assert client.ok("ping")[0]["pong"]
+
+
+def test_a_port_in_use_is_an_error_at_start(tiny, gateway):
+    taken = WebSocketGateway(tiny, port=gateway.port)
+    with pytest.raises(OSError, match="address already in use|Address already in use"):
+        taken.start()
+    taken.stop()
