@@ -71,7 +71,7 @@ def curve_client(sock: zmq.Socket, server_public_key: str | bytes, public_key: s
     own it makes a fresh one (enough for a server that admits any client). Returns the client's public key."""
     if (public_key is None) != (secret_key is None):
         raise ConfigError("pass both public_key and secret_key (the client's key pair), or neither.")
-    if public_key is None:
+    if public_key is None or secret_key is None:  # both, after the check above
         public_key, secret_key = zmq.curve_keypair()
     public = as_key(public_key, "public_key")
     sock.curve_serverkey = as_key(server_public_key, "server_public_key")
@@ -97,6 +97,10 @@ def load_key_folder(folder: str | os.PathLike) -> tuple[bytes, bytes, list[bytes
         log.warning("%s can be read by other users (mode %o). Fix: chmod 600 %s", secret_file,
                     secret_file.stat().st_mode & 0o777, secret_file)
     public, secret = zmq.auth.load_certificate(str(secret_file))
+    if secret is None:
+        raise ConfigError(f"{secret_file} holds no secret key (a public certificate in its place?). Fix: remove "
+                          f"it and {root / 'server.key'}; the next start makes a new pair (give clients the new "
+                          "server.key).")
     clients = sorted((root / "clients").glob("*.key"))
     if not clients:
         raise ConfigError(f"no client certificates in {root / 'clients'} (files NAME.key); a CURVE server admits "

@@ -36,7 +36,8 @@ def bridge_overhead(model: WorldModel, steps: int = 20, clients: int = 16) -> di
     first = world_frame(cfg.height, cfg.width, 0)
     actions = [vocab[i % len(vocab)] for i in range(steps + 1)]
     with BridgeServer(model) as server:
-        local_ms, bridge_ms = [], []
+        local_ms: list[float] = []
+        bridge_ms: list[float] = []
         with model.session(seed=0) as local, RemoteWorldModel(server.port, timeout_s=600.0) as client, \
                 client.session(seed=0) as remote:
             local.reset(frames=first)

@@ -56,7 +56,7 @@ class RemoteWorldModel:
         self.address = f"tcp://127.0.0.1:{address}" if isinstance(address, int) else address
         self.timeout_s, self.retries = timeout_s, retries
         self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock: zmq.Socket | None = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         try:
             if server_public_key is not None:
@@ -97,7 +97,7 @@ class RemoteWorldModel:
                         raise BridgeError("bad_header", "the server sent a request header instead of a reply.")
                     if reply.id != rid and not (reply.id == -1 and not reply.ok):
                         continue  # a late reply to an earlier, already timed-out request
-                    if not reply.ok:
+                    if reply.error is not None:  # Reply's validator: an error exactly when not ok
                         raise BridgeError(reply.error.code, reply.error.message, rid)
                     return reply.result or {}, out
             raise BridgeTimeout(f"no reply from {self.address} to {op!r} within {self.timeout_s:g} s after "
@@ -184,8 +184,8 @@ class RemoteWorldModel:
         result, (lp, bpd, tok, surprise) = self.call("score", args=args, arrays=[_uint8(clip, "clip")])
         v = result.get("verdict")
         verdict = None if v is None else Verdict(
-            *(np.asarray(v[k]) for k in ("percentile", "z_score", "threshold_bits_per_dim", "implausible")),
-            v["threshold_percentile"])
+            np.asarray(v["percentile"]), np.asarray(v["z_score"]), np.asarray(v["threshold_bits_per_dim"]),
+            np.asarray(v["implausible"]), v["threshold_percentile"])
         return ScoreReport(lp, bpd, tok, result["space"], result["dims_per_frame"], result["noise_draws"],
                            surprise, result["surprise_unit"], verdict)
 
@@ -265,7 +265,7 @@ class FrameSubscriber:
                  public_key: str | bytes | None = None, secret_key: str | bytes | None = None) -> None:
         self.address = f"tcp://127.0.0.1:{address}" if isinstance(address, int) else address
         self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock: zmq.Socket | None = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         if server_public_key is not None:  # keys as for RemoteWorldModel
             curve_client(self._sock, server_public_key, public_key, secret_key)
@@ -274,6 +274,8 @@ class FrameSubscriber:
 
     def recv(self, timeout_s: float = 1.0) -> tuple[dict[str, Any], np.ndarray]:
         """The next (header, frame uint8 (H, W, 3)); header has stream, step, action, log_prob, time, tag."""
+        if self._sock is None:
+            raise BridgeError("closed", "this FrameSubscriber is closed; create a new one.")
         if not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
             raise BridgeTimeout(f"no frame on {self.address} within {timeout_s:g} s.")
         _topic, head, *bufs = self._sock.recv_multipart()

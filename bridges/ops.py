@@ -214,16 +214,19 @@ class Ops:
         """Private stream (XPUB, manual subscriptions): honour a subscription only to the exact topic of an open
         session, so that a subscriber receives the frames of the sessions whose stream id it was told, and nothing
         else (a subscription to "frames." or "" gets nothing)."""
+        pub = self._pub
+        if pub is None:  # no frame stream
+            return
         topics = {f"frames.{e.stream}".encode() for e in self.sessions.values()}
         while True:
             try:
-                msg = self._pub.recv(zmq.NOBLOCK)
+                msg = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if msg[:1] == b"\x01" and msg[1:] in topics:
-                self._pub.setsockopt(zmq.SUBSCRIBE, msg[1:])  # applies to the subscriber this message came from
+                pub.setsockopt(zmq.SUBSCRIBE, msg[1:])  # applies to the subscriber this message came from
             elif msg[:1] == b"\x00":
-                self._pub.setsockopt(zmq.UNSUBSCRIBE, msg[1:])
+                pub.setsockopt(zmq.UNSUBSCRIBE, msg[1:])
             elif msg[:1] == b"\x01":
                 log.debug("bridge: frame stream subscription to %r refused (no open session has that topic)", msg[1:40])
 

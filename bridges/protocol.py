@@ -16,7 +16,8 @@ from worldsim.settings import SessionSettings, describe_errors
 PROTOCOL_VERSION = 1
 OPS = ("hello", "create", "reset", "step", "observe", "score", "fork", "close", "info", "ping")
 SESSION_OPS = ("reset", "step", "observe", "fork", "close")  # need a session token (info takes one optionally)
-DTYPES = {"uint8": np.dtype("<u1"), "float32": np.dtype("<f4"), "int64": np.dtype("<i8")}  # little-endian always
+# little-endian always
+DTYPES: dict[str, np.dtype] = {"uint8": np.dtype("<u1"), "float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BUFFERS = 8
 MAX_NDIM = 8
@@ -134,7 +135,7 @@ class NoArgs(_Strict):
     pass
 
 
-ARGS: dict[str, type[_Strict]] = {"hello": NoArgs, "create": CreateArgs, "reset": ResetArgs, "step": StepArgs,
+ARGS: dict[str, type[BaseModel]] = {"hello": NoArgs, "create": CreateArgs, "reset": ResetArgs, "step": StepArgs,
                                    "observe": ObserveArgs, "score": ScoreArgs, "fork": ForkArgs, "close": NoArgs,
                                    "info": NoArgs, "ping": NoArgs}
 
@@ -151,7 +152,7 @@ def parse_args(op: str, args: dict[str, Any], request_id: int | None = None) -> 
                               request_id) from None
         raise BridgeError("bad_request", f"{op}: invalid args {_short(args)}: {_errors(e)}. "
                           f"Expected fields: {sorted(ARGS[op].model_fields)}.", request_id) from None
-    if op == "step" and parsed.tag is not None:
+    if isinstance(parsed, StepArgs) and parsed.tag is not None:
         size = len(msgpack.packb(parsed.tag, use_bin_type=True))  # decoded from msgpack, so it packs again
         if size > MAX_TAG_BYTES:
             raise BridgeError("too_large", f"step: tag of {size} bytes as msgpack; at most {MAX_TAG_BYTES}. Fix: "

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from worldsim.errors import ConfigError
 from worldsim.session import batch_key, step_sessions
@@ -99,10 +100,10 @@ class BridgeServer(Ops):
             raise ConfigError("CURVE needs both curve_secret_key and curve_public_key (zmq.curve_keypair()).")
         if allowed_client_keys is not None and curve_secret_key is None:
             raise ConfigError("allowed_client_keys needs CURVE: pass curve_secret_key and curve_public_key too.")
-        self._curve = None if curve_secret_key is None else (as_key(curve_public_key, "curve_public_key"),
-                                                             as_key(curve_secret_key, "curve_secret_key"))
+        self._curve = None if curve_secret_key is None or curve_public_key is None else (
+            as_key(curve_public_key, "curve_public_key"), as_key(curve_secret_key, "curve_secret_key"))
         self.allowed_client_keys = None if allowed_client_keys is None else list(allowed_client_keys)
-        self._auth = None
+        self._auth: ThreadAuthenticator | None = None
         self._pub: zmq.Socket | None = None
         self._pub_endpoint: str | None = None
         self.sessions: dict[str, Entry] = {}
@@ -202,7 +203,8 @@ class BridgeServer(Ops):
             if self._auth is not None:
                 self._auth.stop()
                 self._auth = None
-            self._ctx.term()
+            if self._ctx is not None:
+                self._ctx.term()
             self._sock = self._ctx = None
 
     def __enter__(self) -> BridgeServer:
@@ -214,6 +216,7 @@ class BridgeServer(Ops):
     # ----- loop -----------------------------------------------------------------------------------------------
     def _loop(self) -> None:
         sock = self._sock
+        assert sock is not None  # start() binds before it runs the loop
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         if self.private_stream and self._pub is not None:
@@ -320,8 +323,9 @@ class BridgeServer(Ops):
             result, out = getattr(self, f"_op_{req.op}")(identity, req, args, arrays)
             return encode(ok_reply(req.id, result), out)
         except Exception as e:
-            if rid < 0 and getattr(e, "request_id", None) is not None:
-                rid = e.request_id
+            request_id = getattr(e, "request_id", None)
+            if rid < 0 and request_id is not None:
+                rid = request_id
             return encode(exception_reply(rid, e))
 
     def _run(self, job: _Job) -> list[bytes]:

@@ -562,6 +562,13 @@ def test_client_side_errors(server):
     with pytest.raises(BridgeError, match="this RemoteWorldModel is closed") as info:
         c.ping()
     assert info.value.code == "closed"
+    from worldsim.bridges import FrameSubscriber
+
+    sub = FrameSubscriber(server.port)  # any address: a SUB socket connects lazily
+    sub.close()
+    with pytest.raises(BridgeError, match="this FrameSubscriber is closed") as info:
+        sub.recv(timeout_s=0.1)
+    assert info.value.code == "closed"
 
 
 def test_create_takes_the_models_sampling_defaults():

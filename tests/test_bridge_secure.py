@@ -103,6 +103,9 @@ def test_key_folder(tmp_path):
     public, secret, allowed = load_key_folder(tmp_path / "keys")
     assert allowed == [zmq.auth.load_certificate(str(tmp_path / "alice.key_secret"))[0]]
     assert (public, secret) == zmq.auth.load_certificate(str(tmp_path / "keys" / "server.key_secret"))
+    (tmp_path / "keys" / "server.key_secret").write_bytes((tmp_path / "keys" / "server.key").read_bytes())
+    with pytest.raises(ConfigError, match=r"server.key_secret holds no secret key .* Fix: remove it and"):
+        load_key_folder(tmp_path / "keys")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
