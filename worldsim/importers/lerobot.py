@@ -409,9 +409,8 @@ def import_lerobot(root: str | os.PathLike, out_dir: str | os.PathLike, camera: 
     table = table if episodes is None else table[:episodes]
     if not table:
         raise DatasetError(f"{root} lists no episode; nothing to import.")
-    tables = _Tables(pq, d, None if is_video else key)
-    steps = [tables.steps(ep) for ep in table]
-    tables.cols = {}  # the rows of every episode are in `steps` now
+    steps = list(map(_Tables(pq, d, None).steps, table))  # every episode's numbers, for the bounds first
+    images = None if is_video else _Tables(pq, d, key)  # encoded images: read again, one data file at a time
 
     source: dict[str, Any] = {"imported_from": str(root.resolve()), "format": "lerobot", "codebase_version": version,
                               "robot_type": info.get("robot_type"), "camera": key,
@@ -449,8 +448,9 @@ def import_lerobot(root: str | os.PathLike, out_dir: str | os.PathLike, camera: 
                     idx = np.rint((ep.video_from + s.timestamps) * video_fps).astype(np.int64)
                     frames = streams[ep.video].frames(idx, side, where)
                 else:
-                    assert s.images is not None
-                    decoded = np.stack([_decode_image(item, root, where) for item in s.images])
+                    assert images is not None
+                    cells = images.steps(ep).images or []
+                    decoded = np.stack([_decode_image(item, root, where) for item in cells])
                     frames = decoded if side is None else resize_frames(decoded, side)
                 if writer is None:
                     writer = DatasetWriter(tmp, frames.shape[1], frames.shape[2], fps, (), source, action_spec=spec)

@@ -165,7 +165,9 @@ def import_minari(name: str | os.PathLike, out_dir: str | os.PathLike, size: int
         lo = lo if lo is not None else np.asarray(space.low, np.float64).reshape(d)
         hi = hi if hi is not None else np.asarray(space.high, np.float64).reshape(d)
         lo, hi = (lo if np.isfinite(lo).all() else None), (hi if np.isfinite(hi).all() else None)
-        data = np.concatenate([np.asarray(dataset[i].actions, np.float64).reshape(-1, d) for i in range(count)])
+        # only infinite bounds need every action first (the writer checks each episode against finite ones)
+        data = np.zeros((0, d)) if lo is not None and hi is not None else \
+            np.concatenate([np.asarray(dataset[i].actions, np.float64).reshape(-1, d) for i in range(count)])
         spec = bounded_spec(data, lo, hi, low_from, high_from, source, where)
     else:
         raise DatasetError(f"{where}: the action space is {space}; worldsim imports Discrete actions (as phrases) and "
