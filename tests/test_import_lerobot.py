@@ -259,14 +259,26 @@ def test_av1_video(tmp_path: Path) -> None:
     """AV1 (LeRobot's default codec) decodes where the platform's decoder has it, else the error names the codec."""
     root = write_v3(tmp_path / "lerobot", files=((0,),))  # episode 0 alone: its 5 frames, the clip has 6
     (root / f"videos/{CAM}/chunk-000/file-000.mp4").write_bytes(AV1_MP4)
+    _info(root, lambda i: i["features"][CAM]["info"].update({"video.codec": "av1"}))
     try:
         out = import_lerobot(root, tmp_path / "out")
     except DatasetError as e:  # an OpenCV whose FFmpeg lacks an AV1 decoder
-        assert "(AV1)" in str(e) and "av01" in str(e).lower()
+        assert "(AV1)" in str(e) and "info.json: 'av1'" in str(e)
         return
     ep = Dataset(out).episode(0)
     assert ep.frames.shape == (LENGTHS[0], 16, 16, 3)
     assert np.all(np.diff(ep.frames[..., 0].reshape(LENGTHS[0], -1).mean(1)) > 20)  # red rises 40 a frame
+
+
+def test_undecodable_av1_names_the_codec(tmp_path: Path) -> None:
+    root = write_v3(tmp_path / "lerobot", files=((0,),))
+    video = root / f"videos/{CAM}/chunk-000/file-000.mp4"
+    video.write_bytes(AV1_MP4)
+    _zero_payload(video)  # the container opens and says AV1; no frame decodes
+    with pytest.raises(DatasetError, match=r"could not decode any frame of .*file-000.mp4: its codec is 'AV01' "
+                                           r"\(AV1\) .*Fix: re-encode the videos \(ffmpeg"):
+        import_lerobot(root, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
 # ----- the command line -------------------------------------------------------------------------------------------

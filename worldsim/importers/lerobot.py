@@ -319,7 +319,8 @@ class _VideoStream:
     def _ended(self, k: int, where: str) -> NoReturn:
         if self.next == 0:
             codec = _fourcc(self.cap)
-            av1 = " (AV1)" if codec.lower() in ("av01", "av1") else ""
+            names = {codec.lower(), str(self.codec).lower()}  # the file's FourCC, and info.json's codec name
+            av1 = " (AV1)" if names & {"av01", "av1", "libsvtav1", "libaom-av1"} else ""
             raise DatasetError(f"could not decode any frame of {self.path}: its codec is {codec!r}{av1} (info.json: "
                                f"{self.codec!r}) and this OpenCV build cannot decode it, or the file is damaged. Fix: "
                                "re-encode the videos (ffmpeg -i IN.mp4 -c:v libx264 -pix_fmt yuv420p OUT.mp4), or "
