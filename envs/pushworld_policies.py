@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -53,7 +53,7 @@ class PushWorldPolicy:
         self.push: tuple[int, float, float] | None = None  # a "clip" segment's (axis, sign, lateral offset px)
 
     def __call__(self, env: gym.Env, obs: Any, info: dict[str, Any], rng: np.random.Generator) -> Any:
-        world = env.unwrapped
+        world = cast(PushWorld, env.unwrapped)  # this policy drives PushWorld only
         if self.mode is None:
             self.seek_only = bool(rng.random() < self.seek_only_fraction)
         if self.left <= 0:

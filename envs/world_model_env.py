@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import string
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import cv2
 import gymnasium as gym
@@ -61,7 +61,7 @@ def load_world_model(model: str | os.PathLike | WorldModel) -> WorldModel:
     return WorldModel.load(model)
 
 
-def _is_remote(model: Any) -> bool:
+def _is_remote(model: Any) -> TypeGuard[WorldModel]:  # a RemoteWorldModel mirrors WorldModel's interface
     from worldsim.bridges import RemoteWorldModel  # here: the env does not need the bridge's sockets otherwise
 
     return isinstance(model, RemoteWorldModel)

@@ -112,7 +112,8 @@ class WorldModelVectorEnv(VectorEnv):
             for i, s in enumerate(seeds):
                 infos = self._add_info(infos, {"world_seed": int(s)}, i)
         prompts = None if prompt is None else self._prompts
-        acts = self._reset_actions(options.get("actions"), np.shape(frames)[1] if np.ndim(frames) == 5 else None)
+        t0 = np.shape(frames)[1] if frames is not None and np.ndim(frames) == 5 else None
+        acts = self._reset_actions(options.get("actions"), t0)
         self._frames = np.array(self.session.reset(frames=frames, prompt=prompts, actions=acts), copy=True)
         self._steps[:] = 0
         self._autoreset[:] = False
@@ -134,15 +135,16 @@ class WorldModelVectorEnv(VectorEnv):
         texts = [placeholder if resetting[i] else session_action(actions[i], self.model, self.action_mode)
                  for i in range(n)]
         frames, rewards = self._frames.copy(), np.zeros(n, np.float32)
-        terminated, infos = np.zeros(n, np.bool_), {}
+        terminated, infos = np.zeros(n, np.bool_), dict[str, Any]()
         if not resetting.all():
             out = self.session.step(texts)
             frames = np.array(out.frame, copy=True)
             rewards = np.asarray(out.reward, np.float32).copy()
             terminated = np.asarray(out.terminated, np.bool_).copy()
+            log_prob, bits_per_dim = np.asarray(out.log_prob), np.asarray(out.bits_per_dim)  # (N,): batched
             for i in np.flatnonzero(~resetting):
-                info = {"log_prob": float(out.log_prob[i]), "bits_per_dim": float(out.bits_per_dim[i]),
-                        "iterations": int(out.info["iterations"])}
+                info: dict[str, Any] = {"log_prob": float(log_prob[i]), "bits_per_dim": float(bits_per_dim[i]),
+                                        "iterations": int(out.info["iterations"])}
                 if not spec.is_vector:
                     info["action_text"] = str(texts[i])
                 infos = self._add_info(infos, info, int(i))

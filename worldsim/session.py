@@ -124,10 +124,11 @@ class Session:
 
     # ----- public API ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def reset(self, frames: np.ndarray | None = None, prompt: str | Sequence[str] | None = None,
+    def reset(self, frames: np.ndarray | None = None, prompt: str | Sequence[str | None] | None = None,
               actions: Sequence | None = None) -> np.ndarray:
         """Start a rollout from real frames (uint8 (t0, H, W, 3), or (B, t0, H, W, 3)), or imagine frame 0 from a
-        text prompt. `actions` optionally gives the t0-1 actions between the given frames. Returns the last frame."""
+        text prompt (with batch_size B, a list of B, None for a world without one). `actions` optionally gives the
+        t0-1 actions between the given frames. Returns the last frame."""
         self._check_open(need_reset=False)
         if frames is None and prompt is None:
             raise SessionStateError("reset needs frames=... (real first frames) or prompt=... (imagine frame 0).")
