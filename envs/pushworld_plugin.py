@@ -7,9 +7,11 @@ from typing import Any
 import gymnasium as gym
 
 from worldsim.errors import WorldSimError
+from worldsim.plan_goals import CopyGoals
 from worldsim.worlds import World, register
 
-from .pushworld import detect_objects
+from .push_task import PushTask
+from .pushworld import PushWorld, detect_objects
 from .pushworld_eval import EXTRAS, eval_extras
 from .pushworld_policies import POLICIES
 
@@ -38,5 +40,9 @@ WORLD = register(World(
     default_policy="pushworld",
     detector=detect_objects,
     eval_extras=eval_extras,
+    # `worldsim plan`: bring the block to where it is 25 steps later in a held-out episode, within PushWorld's
+    # success radius (4 px in its 64 px room), the env deep-copied as the real planner's simulator
+    goals=CopyGoals(lambda: PushWorld(render_mode="rgb_array", action_mode="text"), lambda env: env.positions(),
+                    "block_pos", PushTask().success, "stay", POLICIES["pushworld"], agent="agent_pos"),
     extras={"demo_script": DEMO_SCRIPT, **EXTRAS},
 ))

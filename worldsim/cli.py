@@ -1,4 +1,4 @@
-"""The `worldsim` command: one entry point with subcommands (demo, info, record, train, eval)."""
+"""The `worldsim` command: one entry point with subcommands (demo, info, record, train, eval, plan, …)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ MODULE_COMMANDS = {
     "eval": ("worldsim.evaluate", "measure a model against the ground-truth world (JSON report)"),
     "score": ("worldsim.scoring", "per-frame and per-patch surprise of a video, with calibrated verdicts"),
     "bench": ("worldsim.bench", "measure speed as ratios on this machine, against the targets (JSON report)"),
+    "plan": ("worldsim.plan_goals", "plan to goal images from held-out episodes: model vs real simulator vs random, "
+                                    "success rates with Wilson intervals (JSON report)"),
 }
 
 

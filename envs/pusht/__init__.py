@@ -1,0 +1,1 @@
+"""PushT (gym-pusht's T-pushing task) as a worldsim world: env, data policies, pose detector, planning goals."""
