@@ -21,6 +21,7 @@ pytest.importorskip("jax")  # Minari's DataCollector needs it (the minari[create
 h5py = pytest.importorskip("h5py")
 
 import worldsim.envs  # noqa: E402, F401  (registers worldsim/PushWorld-v0)
+from worldsim.cli import main  # noqa: E402
 from worldsim.dataset import Dataset  # noqa: E402
 from worldsim.envs import PUSHWORLD_ACTIONS  # noqa: E402
 from worldsim.errors import DatasetError  # noqa: E402
@@ -149,6 +150,11 @@ def test_cli_import_minari(root: tuple[Path, dict], tmp_path: Path) -> None:
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "2 episodes" in proc.stdout and "of 16×16" in proc.stdout and "text, 5 phrases" in proc.stdout
+
+
+def test_cli_obs_key_needs_minari(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["record", "--import-lerobot", str(tmp_path), "--obs-key", "pixels", "--out", str(tmp_path / "o")]) == 2
+    assert "--obs-key goes with --import-minari" in capsys.readouterr().err
 
 
 # ----- bad input --------------------------------------------------------------------------------------------------

@@ -1,17 +1,5 @@
 """Import a LeRobot dataset on disk (codebase v3.0, or v2.0/v2.1) as a worldsim dataset: one camera's frames, the
-`action` feature as vector actions, LeRobot's episodes as episodes (`worldsim record --import-lerobot DIR`).
-
-Layouts (LeRobot's `datasets/utils.py`; the paths come from meta/info.json's `data_path` and `video_path`):
-  v3.0  meta/info.json, meta/stats.json, meta/episodes/chunk-000/file-000.parquet (one row per episode: data and
-        video file indices, the episode's from/to timestamps in each camera's video), data/chunk-000/file-000.parquet
-        (many episodes' frames, `episode_index` and `frame_index` columns), videos/<key>/chunk-000/file-000.mp4
-        (many episodes concatenated).
-  v2.x  meta/info.json, meta/episodes.jsonl, data/chunk-000/episode_000000.parquet and
-        videos/chunk-000/<key>/episode_000000.mp4, one per episode (chunk = episode_index // chunks_size).
-
-LeRobot stores an action at every frame; worldsim keeps frame t, action t → frame t+1, so each episode's last
-action (after which no frame was recorded) is dropped.
-"""
+`action` feature as vector actions, episodes kept (`worldsim record --import-lerobot`; docs/importing-datasets.md)."""
 
 from __future__ import annotations
 
@@ -22,9 +10,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -32,9 +19,13 @@ from ..dataset import DatasetWriter
 from ..errors import DatasetError, WorldSimError, suggest
 from ..video import action_bounds, resize_frames
 from .common import bounded_spec, staged_output
+from .stream import VideoStream, decode_image
 
 logger = logging.getLogger(__name__)
 
+# LeRobot's default paths (its datasets/utils.py); meta/info.json's data_path and video_path take precedence.
+# v3.0: many episodes per parquet and per mp4 (meta/episodes/*/*.parquet says which file and from which second);
+# v2.x: one parquet and one mp4 per episode (meta/episodes.jsonl), in chunk episode_index // chunks_size.
 V3_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 V3_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 V2_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
@@ -269,83 +260,6 @@ def _span(values: np.ndarray) -> str:
     return f"{values[:3].tolist()}…{values[-2:].tolist()}" if len(values) > 5 else str(values.tolist())
 
 
-def _fourcc(cap: Any) -> str:
-    code = int(cap.get(cv2.CAP_PROP_FOURCC))
-    return "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ") or "unknown"
-
-
-class _VideoStream:
-    """Frames of one video file by index, decoded forward once (reopened to go back); (H, W, 3) uint8 RGB."""
-
-    def __init__(self, path: Path, codec: str | None):
-        self.path, self.codec = path, codec
-        self.cap = self._capture()
-        self.next = 0  # index of the frame the next read returns
-        self.last: np.ndarray | None = None  # the frame at index next-1, as returned
-
-    def _capture(self) -> cv2.VideoCapture:
-        if not self.path.is_file():
-            raise DatasetError(f"video {self.path} is missing; the dataset is incomplete.")
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise DatasetError(f"could not open the video {self.path} (info.json gives codec {self.codec!r}): OpenCV "
-                               "cannot read the file; it is damaged or not a video.")
-        return cap
-
-    def frames(self, indices: np.ndarray, size: tuple[int, int] | None, where: str) -> np.ndarray:
-        if len(indices) and indices.min() < 0:
-            raise DatasetError(f"{where}: a frame timestamp falls before the start of {self.path} (frame index "
-                               f"{int(indices.min())}); the data's timestamps are wrong.")
-        out: list[np.ndarray] = []
-        for k in indices.tolist():
-            if k < self.next - 1 or (k == self.next - 1 and self.last is None):
-                self.cap.release()
-                self.cap, self.next, self.last = self._capture(), 0, None
-            while self.next < k:
-                if not self.cap.grab():
-                    self._ended(k, where)
-                self.next += 1
-            if k == self.next:
-                ok, bgr = self.cap.read()
-                if not ok:
-                    self._ended(k, where)
-                frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                self.last = frame if size is None else resize_frames(frame[None], size)[0]
-                self.next += 1
-            assert self.last is not None
-            out.append(self.last)
-        return np.stack(out)
-
-    def _ended(self, k: int, where: str) -> NoReturn:
-        if self.next == 0:
-            codec = _fourcc(self.cap)
-            names = {codec.lower(), str(self.codec).lower()}  # the file's FourCC, and info.json's codec name
-            av1 = " (AV1)" if names & {"av01", "av1", "libsvtav1", "libaom-av1"} else ""
-            raise DatasetError(f"could not decode any frame of {self.path}: its codec is {codec!r}{av1} (info.json: "
-                               f"{self.codec!r}) and this OpenCV build cannot decode it, or the file is damaged. Fix: "
-                               "re-encode the videos (ffmpeg -i IN.mp4 -c:v libx264 -pix_fmt yuv420p OUT.mp4), or "
-                               "install an OpenCV whose FFmpeg has the decoder (opencv-python wheels decode AV1 with "
-                               "dav1d).")
-        raise DatasetError(f"{where}: the video {self.path} ends after {self.next} frames but the episode needs frame "
-                           f"{k}; the video and the data's timestamps disagree.")
-
-    def close(self) -> None:
-        self.cap.release()
-
-
-def _decode_image(item: Any, root: Path, where: str) -> np.ndarray:
-    """A LeRobot image cell ({"bytes": encoded, "path": ...}) → (H, W, 3) uint8 RGB."""
-    data = item.get("bytes") if isinstance(item, dict) else None
-    if data is None and isinstance(item, dict) and item.get("path"):
-        path = root / item["path"]
-        data = path.read_bytes() if path.is_file() else None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if bgr is None:
-        raise DatasetError(f"{where}: an image cell could not be decoded (found {str(item)[:80]!r}); expected "
-                           "{'bytes': PNG/JPEG bytes} or a path to an image file.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def _stats_bounds(root: Path, d: int) -> tuple[np.ndarray | None, np.ndarray | None, str]:
     """The action's min/max from meta/stats.json, else (v2.1) over meta/episodes_stats.jsonl; (None, None) when
     neither has them."""
@@ -434,7 +348,7 @@ def import_lerobot(root: str | os.PathLike, out_dir: str | os.PathLike, camera: 
     fps = float(info["fps"])
     video_fps = float(video_info.get("video.fps") or fps)
     side = None if size is None else (size, size)
-    streams: dict[Path, _VideoStream] = {}
+    streams: dict[Path, VideoStream] = {}
     bar = tqdm(total=len(table), desc="import", unit="ep", disable=not (progress and sys.stderr.isatty()))
     try:
         with staged_output(out_dir, overwrite) as tmp:
@@ -445,17 +359,17 @@ def import_lerobot(root: str | os.PathLike, out_dir: str | os.PathLike, camera: 
                     if ep.video not in streams:
                         for old in streams.values():  # v3 episodes come file by file: one decoder open at a time
                             old.close()
-                        streams = {ep.video: _VideoStream(ep.video, video_info.get("video.codec"))}
+                        streams = {ep.video: VideoStream(ep.video, video_info.get("video.codec"))}
                     idx = np.rint((ep.video_from + s.timestamps) * video_fps).astype(np.int64)
                     frames = streams[ep.video].frames(idx, side, where)
                 else:
                     assert images is not None
                     cells = images.steps(ep).images or []
-                    decoded = np.stack([_decode_image(item, root, where) for item in cells])
+                    decoded = np.stack([decode_image(item, root, where) for item in cells])
                     frames = decoded if side is None else resize_frames(decoded, side)
                 if writer is None:
                     writer = DatasetWriter(tmp, frames.shape[1], frames.shape[2], fps, (), source, action_spec=spec)
-                try:
+                try:  # frame t, action t → frame t+1: the last action (no frame after it) is dropped
                     writer.add_episode(frames, s.actions[:-1].astype(np.float32), s.rewards[:-1], s.dones[:-1],
                                        ep.caption)
                 except DatasetError as e:
