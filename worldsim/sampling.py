@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor
@@ -16,6 +16,7 @@ from torch import Tensor
 from .model.cache import DeepState
 from .model.deep import DeepBlock
 from .model.flow import LOG_2PI, FlowNet
+from .model.local import LocalBlock
 from .precision import compute
 
 Method = Literal["jacobi", "sequential"]
@@ -207,9 +208,10 @@ def invert_local(
     levels: list[Tensor] = []
     h = u
     for k in reversed(range(len(net.local))):
-        h = net.local[k].inverse(h, None if init is None else init[k], s.tol, s.max_iter,
-                                 sequential=s.method == "sequential", per_row=per_row,
-                                 switch_tol=s.switch_tol if s.low_precision else None)
+        block = cast(LocalBlock, net.local[k])  # FlowNet.local holds LocalBlocks
+        h = block.inverse(h, None if init is None else init[k], s.tol, s.max_iter,
+                          sequential=s.method == "sequential", per_row=per_row,
+                          switch_tol=s.switch_tol if s.low_precision else None)
         levels.insert(0, h)
     if net.mix is not None:
         h = net.mix.inverse(h)

@@ -162,6 +162,7 @@ class WorldModel:
                 f"clip has {b * t} frames; score takes at most {MAX_SCORE_FRAMES} per call (memory grows with the "
                 "frames scored). Fix: score it in parts of at most that many frames, each part starting with the "
                 "last frames of the one before as context.")
+        rows: list[list[Any]]  # B lists of T-1 actions (None: no action)
         if actions is None:
             rows = [[None] * (t - 1) for _ in range(b)]
         else:
@@ -209,13 +210,13 @@ class WorldModel:
         gen = torch.Generator().manual_seed(seed)
         draws = [x] if noise_draws <= 0 else [
             x + self.config.noise_std * net.noise(x.shape, gen) for _ in range(noise_draws)]
-        lp_draws, tok_draws = [], []
+        lp_draws: list[torch.Tensor] = []
+        tok_draws: list[torch.Tensor] = []
         for xi in draws:
             with compute(resolve(dtype or self.dtype), x.device.type):
-                lp, tok = self._score_windows(xi, cond, prompt_emb, progress)
-            lp, tok = lp.float(), tok.float()
-            lp_draws.append(lp)
-            tok_draws.append(tok)
+                lp_i, tok_i = self._score_windows(xi, cond, prompt_emb, progress)
+            lp_draws.append(lp_i.float())
+            tok_draws.append(tok_i.float())
         lp = torch.stack(lp_draws).mean(0).cpu().numpy()
         tok = torch.stack(tok_draws).mean(0).cpu().numpy()
         bpd = -lp / (net.dims_per_frame * LN2)
