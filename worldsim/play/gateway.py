@@ -213,7 +213,8 @@ class WebSocketGateway:
     # ----- requests (worker thread) ------------------------------------------------------------------------------
     def _answer(self, identity: bytes, message: str | bytes) -> str | bytes:
         """The reply to one message; never raises."""
-        start, rid, header = time.perf_counter(), -1, {}
+        start, rid = time.perf_counter(), -1
+        header: dict[str, Any] = {}
         try:
             if len(message) > self.max_message_bytes:
                 raise BridgeError("too_large", f"message of {len(message)} bytes; this server accepts at most "
@@ -286,14 +287,13 @@ class WebSocketGateway:
 
     def _fork_at(self, identity: bytes, header: dict[str, Any], bufs: list[bytes], n: Any) -> Reply:
         """`fork` with `frames: n`: a new session that is this one as it was when it held n frames."""
-        rid, token = request_id(header), header.get("session")
-        entry = self._entry(identity, token, rid)
-        tracks = self._tracks.get(token)
-        tl = None if tracks is None else tracks.timeline
-        if tl is None:
+        rid = request_id(header)
+        entry = self._entry(identity, header.get("session"), rid)
+        tracks = self._tracks.get(header["session"])
+        if tracks is None or tracks.timeline is None:
             raise BridgeError("bad_request", "fork: 'frames' needs a session created with timeline: true, after its "
                               "reset; this one keeps no timeline.", rid)
-        last = len(entry.session.frames)
+        tl, last = tracks.timeline, len(entry.session.frames)
         if isinstance(n, bool) or not isinstance(n, int) or not tl.first <= n <= last:
             raise BridgeError("bad_request", f"fork: frames {n!r:.40}; expected an int from {tl.first} (the frames "
                               f"given to reset) to {last} (all of them).", rid)
@@ -337,7 +337,8 @@ class WebSocketGateway:
     def _extras(self, header: dict[str, Any], result: dict[str, Any], start: float) -> dict[str, Any]:
         """What the gateway adds to a reply: when a frame was ready and what the request cost; its own features
         in `hello`."""
-        op, out = header.get("op"), {}
+        op = header.get("op")
+        out: dict[str, Any] = {}
         if op in TIMED_OPS:
             out = {"time": time.time(), "compute_ms": (time.perf_counter() - start) * 1000}
         if op == "hello":

@@ -80,7 +80,7 @@ def mp4_bytes(frames: np.ndarray, fps: float) -> np.ndarray:
     """frames uint8 (T, H, W, 3) → the bytes of an mp4 file (OpenCV's 'mp4v'), as uint8 (n,)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "clip.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames.shape[2], frames.shape[1]))
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (frames.shape[2], frames.shape[1]))
         if not writer.isOpened():
             raise WorldSimError("OpenCV could not open an mp4 file for writing with the 'mp4v' codec; check that "
                                 "opencv-python has video support.")

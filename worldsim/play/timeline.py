@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from worldsim.session import Session
@@ -43,7 +45,7 @@ class Timeline:
         s.frames, s.actions = list(session.frames[:start]), list(session.actions[: start - 1])
         exact = True
         for m in range(start, n):  # frame m comes from transition m-1
-            action = session.actions[m - 1][0]
+            action: Any = session.actions[m - 1][0]  # a phrase or a vector; None: an observation without one
             if self.kinds[m - self.first - 1] == "observe":
                 s.observe(session.frames[m][0], action=action)
             else:
