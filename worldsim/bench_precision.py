@@ -8,6 +8,7 @@ batched steps against the bf16 peak. `dtype` is what "auto" chooses on this mach
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -47,16 +48,16 @@ def precision(model: WorldModel, rounds: int, steps: int) -> dict:
             s = sessions[d]
             for k in range(steps):
                 t = time.perf_counter()
-                out = s.step(actions[(r * steps + k) % len(actions)])
+                result = s.step(actions[(r * steps + k) % len(actions)])
                 one_ms[d].append(1e3 * (time.perf_counter() - t))
-                passes[d].append(int(out.info["iterations"]))
+                passes[d].append(int(result.info["iterations"]))
             population = s.fork(seed=r, batch_size=POPULATION)
             plan = [actions[(i + r) % len(actions)] for i in range(POPULATION)]
             with counter:
-                pop_s[d].append(timed(lambda population=population, plan=plan: population.step(plan)))
+                pop_s[d].append(timed(partial(population.step, plan)))
             pop_flops[d].append(counter.pop())
             population.close()
-            score_s[d].append(timed(lambda d=d: model.score(clip, actions=acts, dtype=d)))
+            score_s[d].append(timed(partial(model.score, clip, actions=acts, dtype=d)))
         if r == 0:
             for table in (one_ms, pop_s, pop_flops, score_s, passes):
                 for xs in table.values():
