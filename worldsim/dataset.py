@@ -1,4 +1,5 @@
-"""Dataset format (a directory: `dataset.json` + one compressed `.npz` per episode), writer and loader.
+"""Datasets (a directory: `dataset.json` + one compressed `.npz` per episode): the loader, with the format and
+the writer re-exported from `dataset_format` and `dataset_writer`.
 
 Actions follow the dataset's action spec (`dataset.json` "action_spec"): text phrases stored as a unicode array,
 or vectors stored as float32 (T, d). Version 1 manifests (text only, no "action_spec") still read.
@@ -11,7 +12,6 @@ import logging
 import os
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,242 +19,27 @@ import numpy as np
 from pydantic import ValidationError
 
 from .actions import ActionSpec
+from .dataset_format import (
+    EPISODE_KEYS,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    READ_VERSIONS,
+    Episode,
+    Windows,
+    atomic_write,
+    check_episode,
+    check_vector_actions,
+    spec_dump,
+)
+from .dataset_writer import DatasetWriter
 from .errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "worldsim-dataset"
-FORMAT_VERSION = 2  # 2: "action_spec" in the manifest and vector actions; version 1 (text only) still reads
-READ_VERSIONS = (1, 2)
-MANIFEST = "dataset.json"
-EPISODE_KEYS = ("frames", "actions", "rewards", "terminated", "caption")
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One recorded episode.
-
-    Attributes:
-        frames: (T+1, H, W, 3) uint8 — the reset frame, then one frame after each action.
-        actions: T action phrases (text datasets) or (T, d) float32 (vector datasets); actions[t] was taken
-            between frames[t] and frames[t+1].
-        rewards: (T,) float32.
-        terminated: (T,) bool.
-        caption: scene caption ("" when none).
-    """
-
-    frames: np.ndarray
-    actions: list[str] | np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    caption: str
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-
-@dataclass(frozen=True)
-class Windows:
-    """A batch of random windows of `length` frames.
-
-    Attributes:
-        frames: (n, length, H, W, 3) uint8.
-        actions: n lists of length-1 phrases (text), or (n, length-1, d) float32 (vector).
-        rewards: (n, length-1) float32.
-        terminated: (n, length-1) bool.
-        captions: n captions.
-        episodes: (n,) int64 episode index of each window.
-        starts: (n,) int64 first frame index of each window within its episode.
-    """
-
-    frames: np.ndarray
-    actions: list[list[str]] | np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    captions: list[str]
-    episodes: np.ndarray
-    starts: np.ndarray
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temporary file next to `path`, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def check_episode(frames: np.ndarray, actions: Sequence[str] | np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
-                  frame_size: tuple[int, int], where: str) -> None:
-    """Raise DatasetError unless the arrays form a valid episode of (H, W) = frame_size frames."""
-    h, w = frame_size
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3):
-        raise DatasetError(f"{where}: frames have shape {frames.shape} and dtype {frames.dtype}; expected "
-                           f"(T+1, {h}, {w}, 3) uint8 as the manifest says. Re-record or re-import the "
-                           f"episode (resize frames to {h}×{w}).")
-    if len(frames) < 1:
-        raise DatasetError(f"{where}: the episode has no frames; expected at least the reset frame.")
-    t = len(frames) - 1
-    for name, values in (("actions", actions), ("rewards", rewards), ("terminated", terminated)):
-        if len(values) != t:
-            raise DatasetError(f"{where}: {len(values)} {name} for {len(frames)} frames; expected "
-                               f"frames-1 = {t} (one per transition). Re-record the episode.")
-
-
-def check_vector_actions(actions: Any, spec: ActionSpec, where: str) -> np.ndarray:
-    """Vector actions as float32 (T, d); DatasetError naming the step and value unless every row is d finite
-    floats within the spec's bounds."""
-    if isinstance(actions, str) or (isinstance(actions, (list, tuple)) and any(isinstance(a, str) for a in actions)):
-        text = actions if isinstance(actions, str) else next(a for a in actions if isinstance(a, str))
-        raise DatasetError(f"{where}: this dataset holds vector actions ({spec.describe()}); received the text "
-                           f"{text!r}. Fix: pass a float array (T, {spec.dim}), or write a text dataset.")
-    try:
-        arr = np.asarray(actions, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise DatasetError(f"{where}: vector actions must be a float array (T, {spec.dim}); could not read them "
-                           f"as one ({e}).") from None
-    if arr.ndim == 1 and arr.size == 0:
-        arr = arr.reshape(0, spec.dim)
-    if arr.ndim != 2 or arr.shape[1] != spec.dim:
-        raise DatasetError(f"{where}: vector actions have shape {arr.shape}; expected (T, {spec.dim}) for "
-                           f"{spec.describe()}.")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        t = int(np.argmax(bad.any(axis=1)))
-        raise DatasetError(f"{where}: the action at step {t} is {arr[t].tolist()}; expected finite values.")
-    lo, hi = np.asarray(spec.low), np.asarray(spec.high)
-    # compared as stored (float32): a value on a bound stays on it, not one float32 rounding past it
-    stored = arr.astype(np.float32)
-    outside = (stored < lo.astype(np.float32)) | (stored > hi.astype(np.float32))
-    if outside.any():
-        t = int(np.argmax(outside.any(axis=1)))
-        i = int(np.argmax(outside[t]))
-        raise DatasetError(f"{where}: the action at step {t} is {arr[t].tolist()}: component {i} = {arr[t, i]:g} "
-                           f"is outside its bounds [{lo[i]:g}, {hi[i]:g}]. Fix: clip the actions into the bounds, "
-                           f"or write the dataset with wider bounds in its action spec.")
-    return stored
-
-
-def spec_dump(spec: ActionSpec | None, vocabulary: Sequence[str]) -> dict[str, Any]:
-    """The manifest's "action_spec": the spec's dump; for text, with the vocabulary as it stands."""
-    if spec is not None and spec.is_vector:
-        return spec.model_dump(mode="json")
-    if vocabulary:
-        return ActionSpec.text(vocabulary).model_dump(mode="json")
-    return {"kind": "text", "vocabulary": []}  # no action yet (single-frame episodes only)
-
-
-class DatasetWriter:
-    """Write episodes one by one; `close()` writes the manifest last, atomically.
-
-    Args:
-        out_dir: directory to create (or reuse when empty).
-        height, width: frame size in pixels.
-        fps: frames per second of the recordings.
-        actions: known action vocabulary (text); phrases seen later are appended in order of first appearance.
-        source: free-form provenance stored in the manifest (env id, policy, seed, ...).
-        overwrite: replace a dataset already in `out_dir` instead of raising.
-        action_spec: what the actions are; None or a text spec: phrases (its vocabulary comes first, then
-            `actions`, then new phrases as they appear); a vector spec: float arrays (T, d) within its bounds.
-    """
-
-    def __init__(self, out_dir: str | os.PathLike, height: int, width: int, fps: float,
-                 actions: Sequence[str] = (), source: dict[str, Any] | None = None, overwrite: bool = False,
-                 action_spec: ActionSpec | None = None):
-        if action_spec is not None and not isinstance(action_spec, ActionSpec):
-            raise DatasetError(f"action_spec must be a worldsim.actions.ActionSpec or None; received "
-                               f"{type(action_spec).__name__}.")
-        if action_spec is not None and action_spec.is_vector and list(actions):
-            raise DatasetError(f"a vector dataset ({action_spec.describe()}) takes no phrase vocabulary; received "
-                               f"actions={list(actions)!r}.")
-        self.path = Path(out_dir)
-        if (self.path / MANIFEST).exists():
-            if not overwrite:
-                raise DatasetError(f"{self.path} already holds a dataset ({MANIFEST} exists); choose a new "
-                                   f"directory, delete it, or pass overwrite=True.")
-            (self.path / MANIFEST).unlink()
-            for old in self.path.glob("ep_*.npz"):
-                old.unlink()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.height, self.width, self.fps = int(height), int(width), float(fps)
-        self.spec = action_spec
-        known = action_spec.vocabulary if action_spec is not None else ()
-        self.vocabulary = list(dict.fromkeys([*known, *actions]))
-        self.source = dict(source or {})
-        self.episodes: list[dict[str, Any]] = []
-        self.closed = False
-
-    @property
-    def is_vector(self) -> bool:
-        return self.spec is not None and self.spec.is_vector
-
-    def add_episode(self, frames: np.ndarray, actions: Sequence[str] | np.ndarray,
-                    rewards: Sequence[float] | np.ndarray, terminated: Sequence[bool] | np.ndarray,
-                    caption: str = "") -> Path:
-        """Validate and write one episode.
-
-        Args:
-            frames: (T+1, H, W, 3) uint8.
-            actions: T phrases (text dataset), or (T, d) floats within the spec's bounds (vector dataset).
-            rewards: (T,) floats.
-            terminated: (T,) bools.
-            caption: scene caption.
-
-        Returns:
-            The path of the episode file.
-        """
-        if self.closed:
-            raise DatasetError(f"DatasetWriter for {self.path} is closed; open a new writer to add episodes.")
-        frames = np.asarray(frames)
-        rewards = np.asarray(rewards, np.float32).reshape(-1)
-        terminated = np.asarray(terminated, bool).reshape(-1)
-        name = f"ep_{len(self.episodes):06d}.npz"
-        where = f"episode {name}"
-        if self.spec is not None and self.spec.is_vector:
-            vectors = check_vector_actions(actions, self.spec, where)
-            check_episode(frames, vectors, rewards, terminated, (self.height, self.width), where)
-            stored = vectors
-            phrases: list[str] = []
-        else:
-            if isinstance(actions, np.ndarray) and actions.ndim == 2:
-                raise DatasetError(f"{where}: received vector actions of shape {actions.shape} for a text dataset; "
-                                   "Fix: open the writer with action_spec=ActionSpec.vector(low, high).")
-            phrases = [str(a) for a in actions]
-            check_episode(frames, phrases, rewards, terminated, (self.height, self.width), where)
-            stored = np.array(phrases, dtype=np.str_).reshape(len(phrases))
-        arrays = {"frames": frames, "actions": stored,
-                  "rewards": rewards, "terminated": terminated,
-                  "caption": np.array(str(caption), dtype=np.str_)}  # unicode arrays: no pickle needed
-        path = self.path / name
-        # numpy's stub lets the ** arrays fill its `allow_pickle: bool` keyword; all four are arrays
-        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
-        self.vocabulary.extend(a for a in dict.fromkeys(phrases) if a not in self.vocabulary)
-        self.episodes.append({"file": name, "frames": int(len(frames))})
-        return path
-
-    def close(self) -> Path:
-        """Write `dataset.json` (atomically) and return the dataset directory."""
-        if self.closed:
-            return self.path
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "height": self.height,
-                    "width": self.width, "fps": self.fps, "actions": self.vocabulary,
-                    "action_spec": spec_dump(self.spec, self.vocabulary),
-                    "episodes": self.episodes, "episode_count": len(self.episodes),
-                    "frame_count": sum(e["frames"] for e in self.episodes), "source": self.source}
-        text = json.dumps(manifest, indent=2).encode()
-        atomic_write(self.path / MANIFEST, lambda f: f.write(text))
-        self.closed = True
-        logger.info("wrote %d episodes to %s", len(self.episodes), self.path)
-        return self.path
-
-    def __enter__(self) -> DatasetWriter:
-        return self
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            self.close()
+__all__ = ["EPISODE_KEYS", "FORMAT", "FORMAT_VERSION", "MANIFEST", "READ_VERSIONS", "Dataset", "DatasetWriter",
+           "Episode", "WindowLoader", "Windows", "atomic_write", "check_episode", "check_vector_actions",
+           "spec_dump"]
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
