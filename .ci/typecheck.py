@@ -1,4 +1,5 @@
-"""mypy over worldsim/, envs/ and bridges/ under their installed names (envs/ is worldsim.envs, bridges/ worldsim.bridges).
+"""mypy over worldsim/, envs/ and bridges/ under their installed names: envs/ is worldsim.envs, bridges/ is
+worldsim.bridges.
 
 `mypy -p worldsim` cannot see the two mapped folders: pyproject's [tool.setuptools.package-dir] puts them inside the
 package, and the editable install reaches them through setuptools' import hook, which mypy does not run
