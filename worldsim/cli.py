@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .bridges import BridgeServer
     from .demo import load_model
 
-    wm, note = load_model(args.model)
+    wm, note = load_model(args.model, dtype=args.dtype)
     if note:
         print(note, flush=True)
     host = args.bind
@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="pushworld-64", help="bundled model name, checkpoint directory, or preset")
     p.add_argument("--port", type=int, default=5555, help="control port; 0 picks a free one (default: %(default)s)")
     p.add_argument("--bind", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32",
+                   help="default precision of the served sessions (a client's create may set its own; auto measures "
+                        "this machine)")
     p.add_argument("--batch-window-ms", type=float, default=2.0,
                    help="dynamic batching: how long a step waits for other sessions' steps to share its forward "
                         "pass; 0 batches only steps already queued (default: %(default)s)")

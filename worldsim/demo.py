@@ -26,13 +26,14 @@ VIDEO_SCALE = 4
 FILMSTRIP_COLUMNS = 8
 
 
-def load_model(name_or_path: str | os.PathLike, seed: int = 0) -> tuple[WorldModel, str | None]:
+def load_model(name_or_path: str | os.PathLike, seed: int = 0, dtype: str = "float32"
+               ) -> tuple[WorldModel, str | None]:
     """`WorldModel.load` (a checkpoint directory, a bundled name, or a preset name: untrained) for the CLI.
 
     Returns (model, note); the note says plainly when the model is untrained, else None.
     Any other name raises CheckpointError (with a suggestion for a misspelt name).
     """
-    wm = WorldModel.load(name_or_path, seed=seed)
+    wm = WorldModel.load(name_or_path, seed=seed, dtype=dtype)
     if wm.meta.get("trained", True) is not False:
         return wm, None
     name = str(name_or_path)

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="real transitions the inverse-dynamics probe (controllability) trains on")
     parser.add_argument("--probe-steps", type=_count, default=400, help="training steps of the probe")
     parser.add_argument("--no-extras", action="store_true", help="skip the world's own metrics (its eval extras)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "auto"), default="float32",
+                        help="precision of the sessions' Jacobi passes and of scoring (see worldsim.precision; auto "
+                             "measures this machine and says what it chose)")
     parser.add_argument("--long-horizon", type=_count, default=480,
                         help="PushWorld extras: frames per long rollout for object persistence (480 = 30 s at 16 fps)")
     parser.add_argument("--long-rollouts", type=_count, default=4,
@@ -103,12 +106,14 @@ def format_table(r: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     """`worldsim eval`: load the model, evaluate, write the JSON (and PNG), print a table."""
     from .dataset import atomic_write
+    from .precision import resolve
     from .world_model import WorldModel
 
     json_path = Path(args.json)
     png = Path(args.png) if args.png else json_path.with_name(f"{json_path.stem}.png")
-    model = WorldModel.load(args.model)
+    model = WorldModel.load(args.model, dtype=args.dtype)
     result = evaluate(model, out_png=png, **settings_from_args(args))
+    result["dtype"] = resolve(args.dtype)
     result["model"]["source"] = str(args.model)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(json_path, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
