@@ -95,7 +95,7 @@ class WorldModelVectorEnv(VectorEnv):
         options = check_options(options)
         if self.session is not None:
             self.session.close()
-        self.session = self.model.session(seed=int(self.np_random.integers(_SEED_BOUND)), batch_size=n,
+        self.session = self.model.session(seed=int(self.np_random.integers(_SEED_BOUND)), batch_size=n, batched=True,
                                           strict_actions=self.strict_text or self.action_mode != "text",
                                           reward_fn=self.reward_fn, **self.session_kwargs)
         prompt = options.get("prompt")

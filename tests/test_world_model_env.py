@@ -256,3 +256,14 @@ def test_terminated_sub_envs_autoreset_alone(tiny):
             assert np.array_equal(obs[i], world_frame(16, 16, int(info["world_seed"][i]))[0])
         done, ended = terminated | truncated, ended + int(terminated.sum())
     assert 0 < ended
+
+
+def test_a_vector_env_of_one_sub_env_keeps_its_batch_axis():
+    envs = gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", model="tiny",
+                        max_episode_steps=2)
+    frames, _ = envs.reset(seed=0)
+    assert frames.shape == (1, 16, 16, 3)
+    for _ in range(3):  # crosses an autoreset
+        frames, rewards, terminated, truncated, info = envs.step(np.array([1]))
+        assert frames.shape == (1, 16, 16, 3) and rewards.shape == terminated.shape == (1,)
+    envs.close()

@@ -46,11 +46,14 @@ class Session:
         settings: a `SessionSettings` (sampler, guidance, temperature, Jacobi tol/max_iter/chunk, denoise, context,
             strict_actions, freeze_prefix, best_of); keywords in `values` build or change it, each validated.
         reward_fn: optional f(frame uint8 (H, W, 3), action) -> float replacing the reward head.
+        batched: with batch_size 1, still take and return a leading batch axis of 1 (as batch_size > 1 does), for
+            code written for any B (the vector env with num_envs=1).
     """
 
     def __init__(self, model: WorldModel, seed: int = 0, batch_size: int = 1,
                  settings: SessionSettings | None = None,
-                 reward_fn: Callable[[np.ndarray, Any], float] | None = None, **values: Any) -> None:
+                 reward_fn: Callable[[np.ndarray, Any], float] | None = None, batched: bool = False,
+                 **values: Any) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an int ≥ 1; received {batch_size!r}.")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -60,6 +63,7 @@ class Session:
         self.sampling: SamplerSettings = self.settings.sampler_settings()
         self.model, self.net, self.cfg = model, model.net, model.config
         self.batch_size = batch_size
+        self.batched = bool(batched) or batch_size > 1  # calls take and return a leading batch axis
         learned = self.settings.denoise == "learned" and self.net.denoiser is None
         self.denoise_mode = "tweedie" if learned else self.settings.denoise
         self.strict_actions = self.settings.strict_actions
@@ -75,6 +79,11 @@ class Session:
         self._levels: list[torch.Tensor] | None = None  # local-block values of the last frame (warm start)
 
     # ----- helpers ------------------------------------------------------------------------------------------
+    @property
+    def single(self) -> bool:
+        """One world without a batch axis: calls take and return unbatched values (batch_size 1, not `batched`)."""
+        return not self.batched
+
     @property
     def guided(self) -> bool:
         return self.sampling.guidance > 0
@@ -94,7 +103,7 @@ class Session:
         return self.state
 
     def _batch(self, value: Any, what: str) -> list:
-        if self.batch_size == 1:
+        if self.single:
             return [value]
         if isinstance(value, np.ndarray) and self.model.action_spec.is_vector and value.ndim == 2:
             value = list(value)  # (B, d) vector actions
@@ -105,7 +114,7 @@ class Session:
         return list(value)
 
     def _unbatch(self, x: np.ndarray) -> Any:
-        return x[0].item() if self.batch_size == 1 and x.ndim == 1 else (x[0] if self.batch_size == 1 else x)
+        return x[0].item() if self.single and x.ndim == 1 else (x[0] if self.single else x)
 
     def _cond(self, actions: Sequence[Action | None]) -> torch.Tensor:
         """Action embeddings (B, d), doubled to [cond; null] (2B, d) when guided."""
@@ -142,15 +151,15 @@ class Session:
             start = self.net.deep.start.expand(self.batch_size * (2 if self.guided else 1), -1)
             self._generate(start, [None] * self.batch_size, record_action=False)
             return self._unbatch(self.frames[-1])
-        layout = (4,) if self.batch_size == 1 else (5,)
+        layout = (4,) if self.single else (5,)
         frames = check_frames(frames, self.cfg.height, self.cfg.width, "frames", ndim=layout)
-        clips = frames[None] if self.batch_size == 1 else frames
+        clips = frames[None] if self.single else frames
         if clips.shape[1] == 0:
             raise InvalidFrames(f"reset received frames of shape {frames.shape}, with no frames; expected at least "
                                 "one real frame (or reset(prompt=...) to imagine frame 0).")
         if actions is not None:
             check_action_count(actions, clips.shape[1], "actions between the reset frames")
-        acts = actions if actions is not None else [None if self.batch_size == 1 else [None] * self.batch_size
+        acts = actions if actions is not None else [None if self.single else [None] * self.batch_size
                                                      for _ in range(clips.shape[1] - 1)]
         spec = self.model.action_spec
         for i in range(clips.shape[1]):
@@ -172,10 +181,10 @@ class Session:
         """Condition on a real frame (uint8 (H, W, 3) or (B, H, W, 3)) reached by `action`; returns its
         log-likelihood (nats; of the σ-noised tokens that enter the context)."""
         self._check_open(need_reset=True)
-        layout = (3,) if self.batch_size == 1 else (4,)
+        layout = (3,) if self.single else (4,)
         frame = check_frames(frame, self.cfg.height, self.cfg.width, "frame", ndim=layout)
         acts = self._actions(action) if action is not None else None
-        return self._unbatch(self._observe(frame if self.batch_size > 1 else frame[None], acts, first=False))
+        return self._unbatch(self._observe(frame[None] if self.single else frame, acts, first=False))
 
     def fork(self, seed: int | None = None, batch_size: int | None = None) -> Session:
         """An independent copy (cache, generator, history). seed=None continues the parent's generator state.
@@ -201,6 +210,7 @@ class Session:
             return t[rows[: t.shape[0] * k // self.batch_size]].clone()
 
         child.batch_size = k
+        child.batched = self.batched or k > 1
         child.state = None if self.state is None else self.state.select(rows.to(self.net.device))
         child._x_prev = None if self._x_prev is None else rep(self._x_prev)
         child._levels = None if self._levels is None else [rep(t) for t in self._levels]
@@ -221,7 +231,7 @@ class Session:
     def history(self) -> np.ndarray:
         """Frames so far: uint8 (T, H, W, 3), or (B, T, H, W, 3) with batch_size > 1."""
         h = np.stack(self.frames, axis=1)
-        return h[0] if self.batch_size == 1 else h
+        return h[0] if self.single else h
 
     # ----- internals ----------------------------------------------------------------------------------------
     def _observe(self, frame: np.ndarray, acts: Sequence[Action | None] | None, first: bool) -> np.ndarray:
