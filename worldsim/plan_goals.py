@@ -89,7 +89,7 @@ class Search:
     action_repeat: int = 5  # env steps each searched action is held (lookahead: horizon × action_repeat)
     population: int = 64
     iterations: int = 3
-    elites: int = 6  # CEM
+    elites: int | None = None  # CEM; None: population // 8 (at least 1)
     temperature: float = 0.1  # MPPI, in cost units
     replan_every: int = 1  # searched actions carried out before searching again
     path_weight: float = 0.25  # weight of each intermediate action's cost; the last action's weighs 1
@@ -100,9 +100,12 @@ class Search:
 
         if self.planner not in ("cem", "mppi"):
             raise ConfigError(f"planner must be 'cem' or 'mppi'; received {self.planner!r}.")
-        for name in ("horizon", "action_repeat", "population", "iterations", "elites", "replan_every"):
+        for name in ("horizon", "action_repeat", "population", "iterations", "replan_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1; received {getattr(self, name)}.")
+        if self.elites is not None and not 1 <= self.elites <= self.population:
+            raise ConfigError(f"need 1 ≤ elites ≤ population; received elites={self.elites}, population="
+                              f"{self.population}.")
         if self.replan_every > self.horizon:
             raise ConfigError(f"replan_every ({self.replan_every}) cannot exceed the horizon ({self.horizon}): a "
                               "plan has only that many actions to carry out.")
@@ -172,8 +175,9 @@ def _search(search: Search, simulate, space: Any, seed: int, warm: list[Any]):
     from .planning import cem_search, mppi_search
 
     if search.planner == "cem":
-        return cem_search(simulate, space, search.horizon, search.population, search.elites, search.iterations,
-                          seed, warm_start=warm)
+        elites = search.elites or max(1, search.population // 8)
+        return cem_search(simulate, space, search.horizon, search.population, elites, search.iterations, seed,
+                          warm_start=warm)
     return mppi_search(simulate, space, search.horizon, search.population, search.iterations, search.temperature,
                        seed, warm_start=warm)
 
@@ -425,7 +429,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--iterations", type=_count, default=d.iterations, help="search iterations "
                         "(default: %(default)s)")
-    parser.add_argument("--elites", type=_count, default=d.elites, help="CEM elites (default: %(default)s)")
+    parser.add_argument("--elites", type=_count, help="CEM elites (default: population // 8)")
     parser.add_argument("--replan-every", type=_count, default=d.replan_every, help="searched actions carried out "
                         "before searching again (default: %(default)s)")
     parser.add_argument("--path-weight", type=float, default=d.path_weight, help="cost weight of each intermediate "

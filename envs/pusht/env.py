@@ -133,12 +133,13 @@ def draw(unwrapped: Any, size: int = NATIVE_SIZE) -> np.ndarray:
     return np.ascontiguousarray(frame, dtype=np.uint8)
 
 
-class PushTFrames(gym.Wrapper):
+class PushTFrames(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """gym-pusht's PushT whose observations and renders are (size, size, 3) uint8 frames drawn from the state
     (see `draw`); actions are gym-pusht's: Box(0, 512, (2,)), where the agent should go. `info` is gym-pusht's
     (`pos_agent`, `block_pose`, `goal_pose`, `n_contacts`; after a step also `coverage`, `is_success`)."""
 
     def __init__(self, env: gym.Env, size: int = NATIVE_SIZE):
+        gym.utils.RecordConstructorArgs.__init__(self, size=size)  # so env.spec can make it again (check_env does)
         super().__init__(env)
         if not isinstance(size, int) or size < 8:
             raise WorldSimError(f"PushT frames need a side of at least 8 px; received size={size!r}.")
