@@ -187,6 +187,10 @@ def test_policies_act_in_the_envs_own_space_and_are_seeded(name, mode):
     assert run()[0] == actions
     if name == "rooms-bumps":
         assert bumps > 0
+    if name == "rooms-turns":  # a whole turn in place first: 24 steps at 15°, or (vector) 32 or 48 slower ones
+        first = actions[0]
+        turn = next(i for i, a in enumerate(actions) if a != first)
+        assert turn in (24, 32, 48) and (mode != "vector" or abs(first[0]) * 15 * turn == pytest.approx(360))
 
 
 def test_the_mixed_policy_covers_every_phrase():
@@ -213,6 +217,13 @@ def test_out_and_back_paths_return_to_the_pose_they_left(steps, vector):
     for command in path:
         env.step(env_action(env, command))
     assert env.pose == pytest.approx(start, abs=1e-9)
+
+
+def test_the_docs_figure_draws(tmp_path):
+    from worldsim.envs.rooms.figure import save
+
+    out = save(tmp_path / "rooms.png", seed=0, size=16)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_world_is_registered_by_name_and_env_id():

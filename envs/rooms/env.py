@@ -119,6 +119,7 @@ class Rooms(gym.Env):
             self.action_space = spaces.Discrete(len(ROOMS_ACTIONS))
         self.layout: Layout = generate(np.random.default_rng(0))  # replaced on reset
         self.pose: Pose = (1.5, 1.5, 0.0)
+        self._drawn: tuple[Pose, np.ndarray] | None = None  # the last frame drawn and its pose
 
     # -- actions --------------------------------------------------------------------------------------------------
     def action_text(self, action: Any) -> str:
@@ -161,7 +162,7 @@ class Rooms(gym.Env):
         `options={"pose": (x, y, yaw)}` places the head explicitly (a free spot of the drawn map)."""
         super().reset(seed=seed)
         rng = self.np_random
-        self.layout = generate(rng)
+        self.layout, self._drawn = generate(rng), None
         solid = self.layout.solid
         near = np.zeros_like(solid)  # cells with a wall or pillar among their 8 neighbours
         for oy in (-1, 0, 1):
@@ -195,8 +196,13 @@ class Rooms(gym.Env):
         return self._frame(), 0.0, False, False, info
 
     def render(self) -> np.ndarray | None:
-        """The current view, (size, size, 3) uint8, when render_mode is 'rgb_array'."""
-        return self._frame() if self.render_mode == "rgb_array" else None
+        """The current view, (size, size, 3) uint8, when render_mode is 'rgb_array' (the last observation's pixels
+        when the head has not moved since: recorders render after every step)."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._drawn is not None and self._drawn[0] == self.pose:
+            return self._drawn[1].copy()
+        return self._frame()
 
     # -- helpers --------------------------------------------------------------------------------------------------
     def clearance(self, angles: np.ndarray | list[float]) -> np.ndarray:
@@ -222,4 +228,6 @@ class Rooms(gym.Env):
 
     def _frame(self) -> np.ndarray:
         x, y, yaw = self.pose
-        return render(self.layout, x, y, yaw, self.size, self.fov, self.supersample)
+        frame = render(self.layout, x, y, yaw, self.size, self.fov, self.supersample)
+        self._drawn = (self.pose, frame.copy())
+        return frame

@@ -64,7 +64,6 @@ def play(size: int, vector: bool, world_seed: int, steps: int, plan: Plan | None
     policy, rng = policy or RoomsPolicy(), np.random.default_rng(world_seed)
     obs, info = env.reset(seed=world_seed)
     frames, actions, poses = [obs], [], [info["pose"]]
-    scripted = iter(())
 
     def one(action: Any) -> None:
         nonlocal obs, info
@@ -75,9 +74,7 @@ def play(size: int, vector: bool, world_seed: int, steps: int, plan: Plan | None
 
     for _ in range(steps):
         one(policy(env, obs, info, rng))
-    if plan is not None:
-        scripted = iter(plan(env, rng))
-    for command in scripted:
+    for command in plan(env, rng) if plan is not None else []:
         one(env_action(env, command))
     env.close()
     return Clip(np.stack(frames), actions, np.array(poses), world_seed)
@@ -248,7 +245,7 @@ def _same(held_out: Any, clips: list[Clip], imagined: Any) -> bool:
 
 
 def _targets(r: dict[str, Any], horizon: int) -> dict[str, Any]:
-    """The issue's targets, each {value, op, threshold, pass}; an infinite revisit PSNR passes."""
+    """The quality targets, each {value, op, threshold, pass}; an infinite revisit PSNR passes."""
     turn = r["revisit_turn_360_psnr"]
     k = r["revisit_table"][f"prediction_k{horizon}"]["psnr"]
     gap = math.inf if turn is None else (turn - k if k is not None else -math.inf)

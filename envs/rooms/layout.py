@@ -123,8 +123,8 @@ def generate(rng: np.random.Generator) -> Layout:
     for p, (px, py) in enumerate(pillars):
         face_texture[:, py, px] = n_rooms * 4 + p
     grey = rng.uniform(70, 105, size=n_rooms)
-    tint = rng.uniform(-10, 10, size=(n_rooms, 3))
-    floor = np.stack([grey[:, None] + tint, 0.78 * (grey[:, None] + tint)], 1).astype(np.float32)
+    floor_tint = rng.uniform(-10, 10, size=(n_rooms, 3))
+    floor = np.stack([grey[:, None] + floor_tint, 0.78 * (grey[:, None] + floor_tint)], 1).astype(np.float32)
     return Layout(solid=solid, room=room, face_texture=face_texture, colour=np.array(colour, np.float32),
                   colour_class=np.array(colour_class, np.int64), pattern=np.array(pattern, np.float32),
                   depth=np.array(depth, np.float32), gradient=np.array(gradient, np.float32), floor=floor,
