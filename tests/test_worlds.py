@@ -113,3 +113,19 @@ def test_a_world_registered_here_drives_record_policy(counter_world, tmp_path, c
     err = capsys.readouterr().err
     assert "unknown policy 'always-ad' for worldsim-test/Counter-v0. Did you mean 'always-add'?" in err
     assert "['always-add', 'random']" in err
+
+
+CORE = ("config", "actions", "settings", "precision", "model.flow", "sampling", "session", "world_model",
+        "counterfactual", "planning", "planning_box", "dataset", "record", "video", "train", "evaluate",
+        "eval_generic", "probe", "image_metrics", "plausibility", "scoring", "worlds", "importers")
+
+
+def test_imports_run_one_way_the_core_imports_no_world_and_no_bridge():
+    """config ← model ← sampling ← session ← {envs, planning, bridges} ← cli: below the command line (and the
+    apps at its level: bench, play), no module imports worldsim.envs or worldsim.bridges."""
+    code = ("import sys\n"
+            + "".join(f"import worldsim.{m}\n" for m in CORE)
+            + "bad = sorted(m for m in sys.modules if m.startswith(('worldsim.envs', 'worldsim.bridges')))\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
