@@ -15,7 +15,7 @@ import torch
 
 from .bench_flops import FlopCounter
 from .bench_measure import median, real_clip, timed
-from .precision import matmul_seconds, resolve
+from .precision import matmul_seconds
 from .world_model import WorldModel
 
 POPULATION = 64
@@ -68,7 +68,7 @@ def precision(model: WorldModel, rounds: int, steps: int) -> dict:
     low = model.score(clip, actions=acts, dtype="bfloat16").bits_per_dim
     reps = 3
     peak = {"float32": peak_gflops(torch.float32, reps), "bfloat16": peak_gflops(torch.bfloat16, reps)}
-    out: dict = {"auto_dtype": resolve("auto"), "population": POPULATION, "score_frames": len(clip),
+    out: dict = {"auto_dtype": model.resolve_dtype("auto"), "population": POPULATION, "score_frames": len(clip),
                  "peak_shape": list(PEAK_SHAPE), "max_abs_delta_bits_per_dim": float(np.abs(exact - low).max())}
     for d in dtypes:
         fps = 1e3 / median(one_ms[d])

@@ -106,14 +106,13 @@ def format_table(r: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     """`worldsim eval`: load the model, evaluate, write the JSON (and PNG), print a table."""
     from .dataset import atomic_write
-    from .precision import resolve
     from .world_model import WorldModel
 
     json_path = Path(args.json)
     png = Path(args.png) if args.png else json_path.with_name(f"{json_path.stem}.png")
     model = WorldModel.load(args.model, dtype=args.dtype)
     result = evaluate(model, out_png=png, **settings_from_args(args))
-    result["dtype"] = resolve(args.dtype)
+    result["dtype"] = model.resolve_dtype()
     result["model"]["source"] = str(args.model)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(json_path, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Literal
 
 import torch
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 Dtype = Literal["float32", "bfloat16", "auto"]
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "auto")
 AUTO_MIN_SPEEDUP = 1.5  # "auto" takes bfloat16 when its matmuls are at least this much faster here
-_auto: dict[str, str] = {}  # device type → the choice, measured once per process
+_auto: dict[Hashable, str] = {}  # key (a device, or a model) → the choice, measured once per process
 
 
 def matmul_seconds(dtype: torch.dtype, rows: int = 512, inner: int = 192, cols: int = 768, reps: int = 5,
@@ -41,21 +41,22 @@ def matmul_seconds(dtype: torch.dtype, rows: int = 512, inner: int = 192, cols: 
     return best
 
 
-def resolve(dtype: str, device: str = "cpu") -> str:
-    """'float32' or 'bfloat16'. 'auto' measures this machine once per process (bf16 matmuls ≥ 1.5× faster than
-    fp32 ones at the model's shapes → bfloat16) and logs what it chose and why."""
+def resolve(dtype: str, measure: Callable[[str], float] | None = None, key: Hashable = "cpu") -> str:
+    """'float32' or 'bfloat16'. For 'auto', `measure(dtype)` gives the seconds of the work that matters (a model's
+    own Jacobi pass: `WorldModel.resolve_dtype`); without it, a bare matmul at the model's shapes. bfloat16 is
+    chosen when it is at least 1.5× faster, once per `key` and process, and the choice is logged with its reason."""
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r} is not supported; expected one of {list(DTYPES)}.{suggest(dtype, DTYPES)}")
     if dtype != "auto":
         return dtype
-    if device not in _auto:
-        fp32 = matmul_seconds(torch.float32, device=device)
-        bf16 = matmul_seconds(torch.bfloat16, device=device)
-        speedup = fp32 / bf16
-        _auto[device] = "bfloat16" if speedup >= AUTO_MIN_SPEEDUP else "float32"
-        log.info("dtype auto: %s (bfloat16 matmuls %.1f× the speed of float32 ones on this %s; the threshold is "
-                 "%.1f×)", _auto[device], speedup, device, AUTO_MIN_SPEEDUP)
-    return _auto[device]
+    if key not in _auto:
+        timing = measure or (lambda d: matmul_seconds(torch.float32 if d == "float32" else torch.bfloat16))
+        speedup = timing("float32") / timing("bfloat16")
+        _auto[key] = "bfloat16" if speedup >= AUTO_MIN_SPEEDUP else "float32"
+        what = "the model's Jacobi pass" if measure else "matmuls at the model's shapes"
+        log.info("dtype auto: %s (in bfloat16, %s ran %.2f× the speed of float32 here; the threshold is %.1f×)",
+                 _auto[key], what, speedup, AUTO_MIN_SPEEDUP)
+    return _auto[key]
 
 
 @contextlib.contextmanager

@@ -60,8 +60,9 @@ class Session:
             raise ConfigError(f"seed must be an int; received {type(seed).__name__} {seed!r}.")
         base = settings if settings is not None else SessionSettings()
         self.settings: SessionSettings = base.replace(**values) if values else base
-        self.sampling: SamplerSettings = self.settings.sampler_settings()
         self.model, self.net, self.cfg = model, model.net, model.config
+        low = model.resolve_dtype(self.settings.dtype) == "bfloat16"
+        self.sampling: SamplerSettings = self.settings.sampler_settings(low_precision=low)
         self.batch_size = batch_size
         self.batched = bool(batched) or batch_size > 1  # calls take and return a leading batch axis
         learned = self.settings.denoise == "learned" and self.net.denoiser is None

@@ -93,10 +93,13 @@ class SessionSettings(BaseModel):
         """A validated copy with `values` changed."""
         return SessionSettings.build(**{**self.model_dump(), **values})
 
-    def sampler_settings(self) -> SamplerSettings:
-        """The sampler's view of these settings."""
+    def sampler_settings(self, low_precision: bool | None = None) -> SamplerSettings:
+        """The sampler's view of these settings. low_precision: whether `dtype` resolved to bfloat16 (None: resolve
+        it here, "auto" by a bare matmul; a session resolves it with its model's own pass instead)."""
+        if low_precision is None:
+            low_precision = resolve(self.dtype) == "bfloat16"
         return SamplerSettings(self.sampler, self.tol, self.max_iter, self.chunk, self.guidance, self.temperature,
-                               self.freeze_prefix, low_precision=resolve(self.dtype) == "bfloat16")
+                               self.freeze_prefix, low_precision=low_precision)
 
 
 _BOUNDS = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<", "less_than_equal": "≤"}
