@@ -73,7 +73,7 @@ class Goals(Protocol):
     def criterion(self, task: str) -> str: ...  # the success test in words, for reports
     def success(self, state: Any, goal: Any, task: str) -> bool: ...
     def distance(self, state: Any, goal: Any) -> dict[str, float]: ...  # e.g. {"position": …, "angle_deg": …}
-    def cost(self, state: Any, goal: Any) -> float: ...  # real planner's cost: 0 at the goal, ~1 at the border
+    def cost(self, state: Any, goal: Any, task: str) -> float: ...  # real planner's: 0 at the goal, ~1 at the border
     def hold(self, state: Any) -> Any: ...  # the action that keeps the agent where it is (the search's first mean)
     def policy(self) -> Any: ...  # a fresh data policy (`policy(env, obs, info, rng) -> action`) for the pairs
     def pose(self, state: Any) -> list[float]: ...  # for reports
@@ -156,7 +156,7 @@ def latent_objective(model: Any, goal_frame: np.ndarray, start_frame: np.ndarray
     return objective
 
 
-def real_simulator(sandbox: RealWorld, goals: Goals, state: Any, goal: Any, search: Search):
+def real_simulator(sandbox: RealWorld, goals: Goals, state: Any, goal: Any, search: Search, task: str = "pairs"):
     """Score plans by playing each from `state` in `sandbox` (a second real simulator) with the world's state cost."""
     def simulate(plans: list[list[Any]]) -> np.ndarray:
         totals = np.zeros(len(plans))
@@ -166,7 +166,7 @@ def real_simulator(sandbox: RealWorld, goals: Goals, state: Any, goal: Any, sear
                 for _ in range(search.action_repeat):
                     sandbox.advance(action)
                 w = 1.0 if j == len(plan) - 1 else search.path_weight
-                totals[i] -= w * goals.cost(sandbox.state(), goal)
+                totals[i] -= w * goals.cost(sandbox.state(), goal, task)
         return totals
     return simulate
 
@@ -221,7 +221,7 @@ def run_episode(controller: str, pair: GoalPair, goals: Goals, world: RealWorld,
                                                       for p in plans])
             else:
                 assert sandbox is not None
-                simulate = real_simulator(sandbox, goals, state, pair.goal, search)
+                simulate = real_simulator(sandbox, goals, state, pair.goal, search, task)
             found = _search(search, simulate, space, luck, warm).actions
             chunk, rest = found[:search.replan_every], found[search.replan_every:]
             searches += 1
@@ -299,7 +299,7 @@ class CopyGoals:
     def success(self, state: Any, goal: Any, task: str) -> bool:
         return self._gap(state, goal, self.target) <= self.tolerance
 
-    def cost(self, state: Any, goal: Any) -> float:
+    def cost(self, state: Any, goal: Any, task: str) -> float:
         extra = 0.1 * self._gap(state, goal, self.agent) if self.agent else 0.0
         return (self._gap(state, goal, self.target) + extra) / self.tolerance
 
