@@ -99,6 +99,12 @@ def test_pushworld_has_goals_too():
     assert {e["controller"] for e in report["episodes"]} == {"real", "random"}
     first = report["episodes"][0]
     assert first["start_distance"]["position"] > 4 and math.isfinite(first["final_distance"]["position"])
+    # a text-action model plans there too (the tiny preset's phrases are PushWorld's; frames resized to 16×16)
+    tiny = worldsim.WorldModel.from_config("tiny")
+    report = plan_goals(get("pushworld"), ["model"], 1, Search(horizon=2, action_repeat=1, population=4,
+                                                               iterations=1), model=tiny, budget=3)
+    (episode,) = report["episodes"]
+    assert report["protocol"]["frame_size"] == 16 and episode["steps"] <= 3 and episode["searches"] >= 1
 
 
 def test_the_native_pusht_task_starts_from_gym_pushts_reset():
