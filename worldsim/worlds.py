@@ -43,7 +43,8 @@ class World:
         detector: optional `detector(frame uint8 (H, W, 3)) -> dict[str, Any]` reading the world's objects or pose
             from a rendered or imagined frame.
         eval_extras: optional `eval_extras(model, **options) -> dict` of world-specific metrics for `worldsim eval`.
-        goals: optional planning-goal provider for `worldsim plan` (world-specific; see the world's docs).
+        goals: optional `worldsim.plan_goals.Goals` for `worldsim plan`: start/goal pairs from held-out episodes,
+            the step budget, the success test on a real state, and save/restore of the real simulator.
         extras: anything else the world wants to expose (named hooks for its own tools).
     """
 
