@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium as gym
 
 from worldsim.errors import WorldSimError
-from worldsim.plan_goals import CopyGoals
+from worldsim.plan_copy import CopyGoals
 from worldsim.worlds import World, register
 
 from .push_task import PushTask

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from .argtypes import positive_int
 from .errors import WorldSimError
 
 # `record --policy` is free text checked at run time against "random" and the policies of the env's world in
@@ -25,13 +26,6 @@ MODULE_COMMANDS = {
     "plan": ("worldsim.plan_goals", "plan to goal images from held-out episodes: model vs real simulator vs random, "
                                     "success rates with Wilson intervals (JSON report)"),
 }
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
 
 
 # ----- handlers -------------------------------------------------------------------------------------------------
@@ -211,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for rollout.mp4, filmstrip.png, summary.json")
     p.add_argument("--model", default="pushworld-64",
                    help="bundled model name, checkpoint directory, or preset name (untrained); default: %(default)s")
-    p.add_argument("--steps", type=_positive_int, default=48, help="frames to imagine (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=48, help="frames to imagine (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="world layout and sampling seed (default: %(default)s)")
     p.set_defaults(handler=_demo)
 
@@ -223,14 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     p.add_argument("--env", help="registered env id, e.g. worldsim/PushWorld-v0 (needs --episodes)")
-    p.add_argument("--episodes", type=_positive_int,
+    p.add_argument("--episodes", type=positive_int,
                    help="episodes to record; with --import-lerobot/--import-minari: import only the first N")
     p.add_argument("--policy", metavar="NAME",
                    help="data policy: 'random' (any env) or one of the env's world (PushWorld: pushworld, "
                         "pushworld-walls adds segments that press the block into a wall, pushworld-contacts also "
                         "segments that clip its corner); default: the world's own, else random")
     p.add_argument("--seed", type=int, default=0, help="base seed: episode i resets with seed+i (default: 0)")
-    p.add_argument("--max-steps", type=_positive_int, help="cap on steps per episode (default: the env's limit)")
+    p.add_argument("--max-steps", type=positive_int, help="cap on steps per episode (default: the env's limit)")
     p.add_argument("--after-end", type=int, default=0, metavar="N",
                    help="keep recording N steps after an episode terminates (the world goes on after a success)")
     p.add_argument("--import-videos", metavar="DIR", help="folder of videos to import instead of recording")
@@ -247,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "image observations, Discrete or Box actions; nothing is downloaded")
     p.add_argument("--obs-key", metavar="KEY",
                    help="with --import-minari and dict observations: the image's key (default: the only image)")
-    p.add_argument("--size", type=_positive_int,
+    p.add_argument("--size", type=positive_int,
                    help="resize frames to SIZE×SIZE (area averaging): the env's renders, or the imported frames")
     p.add_argument("--action-low", type=float, nargs="+", metavar="X",
                    help="lower bound of vector actions: one value for every component or one per component "
@@ -267,12 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=2.0,
                    help="dynamic batching: how long a step waits for other sessions' steps to share its forward "
                         "pass; 0 batches only steps already queued (default: %(default)s)")
-    p.add_argument("--max-batch", type=_positive_int, default=32,
+    p.add_argument("--max-batch", type=positive_int, default=32,
                    help="most sessions in one batched pass (default: %(default)s)")
-    p.add_argument("--max-sessions", type=_positive_int, default=256,
+    p.add_argument("--max-sessions", type=positive_int, default=256,
                    help="open sessions of all clients together; a full server closes a session idle 60 s for a new "
                         "one, else answers 'busy' (default: %(default)s)")
-    p.add_argument("--max-sessions-per-client", type=_positive_int, default=8,
+    p.add_argument("--max-sessions-per-client", type=positive_int, default=8,
                    help="open sessions one client connection may hold (default: %(default)s)")
     p.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
                    help="close sessions unused this many seconds (default: %(default)s)")

@@ -7,25 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .argtypes import non_negative_int as _seed
+from .argtypes import positive_int as _count
 from .eval_generic import evaluate
 
 __all__ = ["add_arguments", "evaluate", "format_table", "run", "settings_from_args"]
 
 QUICK = {"episodes": 4, "long_horizon": 64, "probe_transitions": 512, "probe_steps": 150}  # --quick caps
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

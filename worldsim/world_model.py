@@ -118,8 +118,8 @@ class WorldModel:
         net, cfg = self.net, self.config
         frames = torch.zeros(batch, 1, cfg.height, cfg.width, 3, dtype=torch.uint8)
         state = net.new_state(net.prompt_embeddings([None] * batch))
-        net(net.encode_frames(frames), net.frame_conditions(None, batch, 1, 0), state)
-        slots = net.deep.segment_inputs(state.prev_u[:, None], net.null_action.expand(batch, -1)[:, None])[:, 0]
+        u = net(net.encode_frames(frames), net.frame_conditions(None, batch, 1, 0), state).u  # (B, 1, N, D)
+        slots = net.deep.segment_inputs(u, net.null_action.expand(batch, -1)[:, None])[:, 0]
         best = float("inf")
         for _ in range(reps + 1):  # the first run warms up
             t = time.perf_counter()

@@ -11,7 +11,8 @@ import numpy as np
 
 from worldsim.actions import ActionSpec
 from worldsim.errors import WorldSimError
-from worldsim.plan_goals import GoalPair, RealWorld, policy_pairs
+from worldsim.plan_copy import policy_pairs
+from worldsim.plan_goals import GoalPair, RealWorld
 
 from .detector import detect_pose
 from .env import (
