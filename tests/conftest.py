@@ -59,3 +59,16 @@ def moving_squares(n: int, frames: int, size: int = 16, seed: int = 0, side: int
 @pytest.fixture(scope="session")
 def squares():
     return moving_squares(6, 6, seed=1)
+
+
+def noisy_heads(wm, seed: int = 0):
+    """`wm` with its zero-initialised layers (the affine heads) filled with small noise, so an untrained model is far
+    from the identity and its actions change what it predicts; returns the model."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in wm.net.parameters():
+            if not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return wm

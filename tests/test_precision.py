@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-import torch
+from conftest import noisy_heads
 
 import worldsim
 from worldsim import ConfigError, WorldModel
@@ -17,13 +17,7 @@ from worldsim.precision import resolve
 @pytest.fixture(scope="module")
 def live() -> WorldModel:
     """tiny with its zero-initialised heads filled with noise, so the flow is far from the identity."""
-    wm = WorldModel.from_config("tiny", seed=0)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in wm.net.parameters():
-            if not p.any():
-                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
-    return wm
+    return noisy_heads(WorldModel.from_config("tiny", seed=0))
 
 
 def frames(t: int = 3) -> np.ndarray:

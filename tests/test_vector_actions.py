@@ -7,7 +7,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
+from conftest import noisy_heads
 from gymnasium.utils.env_checker import check_env
 
 import worldsim
@@ -27,13 +27,7 @@ def vec() -> WorldModel:
 @pytest.fixture(scope="module")
 def vec_live() -> WorldModel:
     """The vector model with its zero-initialised heads filled with noise, so actions change what it predicts."""
-    wm = WorldModel.from_config(worldsim.preset("tiny").merged(action_spec=SPEC))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in wm.net.parameters():
-            if not p.any():
-                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
-    return wm
+    return noisy_heads(WorldModel.from_config(worldsim.preset("tiny").merged(action_spec=SPEC)))
 
 
 def clip(t: int = 4) -> np.ndarray:
