@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from worldsim.errors import InvalidAction, suggest
-from worldsim.frames import check_discrete_action
+from worldsim.errors import suggest
+from worldsim.frames import check_discrete_action, check_env_phrase
 
 # Colours are RGB. They are far apart (> 150 in RGB L2) so colour thresholding can tell them apart.
 FLOOR_COLOUR = (30, 30, 30)
@@ -132,13 +132,7 @@ class PushWorld(gym.Env):
     def action_text(self, action: Any) -> str:
         """The phrase of a valid action in this env's action mode; raises InvalidAction otherwise."""
         if self.action_mode == "text":
-            if not isinstance(action, str):
-                raise InvalidAction(f"PushWorld(action_mode='text') takes a phrase, got {action!r} "
-                                    f"({type(action).__name__}); use one of {list(PUSHWORLD_ACTIONS)}.")
-            if action not in PUSHWORLD_ACTIONS:
-                raise InvalidAction(f"unknown action {action!r}.{suggest(action, PUSHWORLD_ACTIONS)} "
-                                    f"The vocabulary is {list(PUSHWORLD_ACTIONS)}.")
-            return action
+            return check_env_phrase(action, PUSHWORLD_ACTIONS, "PushWorld")
         return check_discrete_action(action, PUSHWORLD_ACTIONS, "PushWorld")
 
     # -- gymnasium API -------------------------------------------------------------------------

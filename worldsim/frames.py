@@ -48,21 +48,6 @@ def check_frames(
     return frames
 
 
-def check_action(action: object, vocabulary: Sequence[str], strict: bool) -> str:
-    """A text action; in strict mode it must be one of `vocabulary`."""
-    if not isinstance(action, str):
-        raise InvalidAction(
-            f"an action must be a string such as {vocabulary[0]!r}; received {type(action).__name__} {action!r}. "
-            f"Known actions: {list(vocabulary)}."
-        )
-    if strict and action not in vocabulary:
-        raise InvalidAction(
-            f"unknown action {action!r}; expected one of {list(vocabulary)}.{suggest(action, vocabulary)} "
-            "Fix: use a known phrase, or open the session with strict_actions=False for free text."
-        )
-    return action
-
-
 def check_action_count(actions: Sequence | None, frames: int, what: str = "actions") -> None:
     """A clip of T frames takes T-1 actions (the action after frame t leads to frame t+1)."""
     got = None if actions is None else len(actions)
@@ -85,3 +70,14 @@ def check_discrete_action(action: object, vocabulary: Sequence[str], owner: str)
         raise InvalidAction(f"action {int(action)} is out of range; expected an int in [0, {last}] "
                             f"indexing {list(vocabulary)}.")
     return vocabulary[int(action)]
+
+
+def check_env_phrase(action: object, vocabulary: Sequence[str], owner: str) -> str:
+    """A ground-truth world's text action (action_mode='text'): one of `vocabulary`, with a suggestion if misspelt."""
+    if not isinstance(action, str):
+        raise InvalidAction(f"{owner}(action_mode='text') takes a phrase, got {action!r} ({type(action).__name__}); "
+                            f"use one of {list(vocabulary)}.")
+    if action not in vocabulary:
+        raise InvalidAction(f"unknown action {action!r}.{suggest(action, vocabulary)} The vocabulary is "
+                            f"{list(vocabulary)}.")
+    return action

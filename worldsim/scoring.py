@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from .actions import Action, ActionSpec
 from .errors import InvalidAction
-from .frames import check_action, check_action_count
+from .frames import check_action_count
 from .plausibility import hottest_patch
 from .video import read_actions_jsonl, read_video, resize_frames
 from .world_model import ScoreReport, WorldModel
@@ -21,9 +22,10 @@ HOTTEST_FRAMES = 4  # frames shown with their heat maps in the PNG
 
 
 def video_actions(actions_file: str | os.PathLike, video: str | os.PathLike, frames: int,
-                  vocabulary: tuple[str, ...]) -> list[str]:
+                  spec: ActionSpec) -> list[Action]:
     """The T-1 actions of `video` from a JSONL action file (the `record --import-videos` format): the row whose
-    "video" is the video's file name, or the only row. Unknown phrases and wrong counts raise InvalidAction."""
+    "video" is the video's file name, or the only row. Phrases (text model) or lists of numbers (vector model);
+    unknown phrases, wrong kinds or shapes and wrong counts raise InvalidAction."""
     rows = read_actions_jsonl(actions_file)
     name = Path(video).name
     matching = [r for r in rows if r["video"] == name] or (rows if len(rows) == 1 else [])
@@ -33,7 +35,7 @@ def video_actions(actions_file: str | os.PathLike, video: str | os.PathLike, fra
                             f'{{"video": "{name}", "actions": [...]}} or keep a single row in the file.')
     actions = matching[0]["actions"]
     check_action_count(actions, frames, what=f"actions for {name} in {actions_file}")
-    return [check_action(a, vocabulary, strict=True) for a in actions]
+    return spec.check_many(actions, strict=True, what=f"actions for {name}")
 
 
 def score_video(model: WorldModel, video: str | os.PathLike, out_dir: str | os.PathLike,
@@ -47,7 +49,7 @@ def score_video(model: WorldModel, video: str | os.PathLike, out_dir: str | os.P
     cfg = model.config
     raw = read_video(video)
     frames = resize_frames(raw, (cfg.height, cfg.width))
-    actions = None if actions_file is None else video_actions(actions_file, video, len(frames), cfg.actions)
+    actions = None if actions_file is None else video_actions(actions_file, video, len(frames), cfg.action_spec)
     report = model.score(frames, actions=actions, progress=progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

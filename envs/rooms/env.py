@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from worldsim.errors import InvalidAction, suggest
-from worldsim.frames import check_discrete_action
+from worldsim.frames import check_discrete_action, check_env_phrase
 
 from ..pushworld import PhraseSpace
 from .layout import COLOUR_NAMES, GREY, Layout, generate
@@ -128,13 +128,7 @@ class Rooms(gym.Env):
             raise InvalidAction("Rooms(action_mode='vector') takes (yaw rate, forward, strafe) vectors, not phrases; "
                                 "use action_vector().")
         if self.action_mode == "text":
-            if not isinstance(action, str):
-                raise InvalidAction(f"Rooms(action_mode='text') takes a phrase, got {action!r} "
-                                    f"({type(action).__name__}); use one of {list(ROOMS_ACTIONS)}.")
-            if action not in ROOMS_ACTIONS:
-                raise InvalidAction(f"unknown action {action!r}.{suggest(action, ROOMS_ACTIONS)} "
-                                    f"The vocabulary is {list(ROOMS_ACTIONS)}.")
-            return action
+            return check_env_phrase(action, ROOMS_ACTIONS, "Rooms")
         return check_discrete_action(action, ROOMS_ACTIONS, "Rooms")
 
     def action_vector(self, action: Any) -> np.ndarray:
