@@ -44,7 +44,7 @@ class Session:
         seed: seeds the session's generator (sampling noise and the noise added to observed frames).
         batch_size: B parallel worlds in one forward pass; with B > 1 every call takes and returns a leading B.
         settings: a `SessionSettings` (sampler, guidance, temperature, Jacobi tol/max_iter/chunk, denoise, context,
-            strict_actions, freeze_prefix, best_of); keywords in `values` build or change it, each validated.
+            strict_actions, freeze_prefix, best_of, dtype); keywords in `values` build or change it, each validated.
         reward_fn: optional f(frame uint8 (H, W, 3), action) -> float replacing the reward head.
         batched: with batch_size 1, still take and return a leading batch axis of 1 (as batch_size > 1 does), for
             code written for any B (the vector env with num_envs=1).
