@@ -222,7 +222,7 @@ def run_demo(out_dir: str | os.PathLike, model: str | os.PathLike = DEFAULT_MODE
     bits = np.array([r["bits_per_dim"] for r in rows])
     space = cfg.likelihood_space
     trained = note is None
-    title = f"{cfg.name}{'' if trained else ' (untrained)'} — imagined vs real {world.name}, seed {seed}"
+    title = f"{Path(model).name}{'' if trained else ' (untrained)'} — imagined vs real {world.name}, seed {seed}"
     files = {"video": out / "rollout.mp4", "filmstrip": out / "filmstrip.png", "summary": out / "summary.json"}
     _write_video(files["video"], imagined, real)
     _write_filmstrip(files["filmstrip"], imagined, real, bits, real_bits, space, title)
