@@ -67,10 +67,7 @@ class Session:
         self.batched = bool(batched) or batch_size > 1  # calls take and return a leading batch axis
         learned = self.settings.denoise == "learned" and self.net.denoiser is None
         self.denoise_mode = "tweedie" if learned else self.settings.denoise
-        self.strict_actions = self.settings.strict_actions
-        self.context = self.settings.context
         self.reward_fn = reward_fn
-        self.best_of = self.settings.best_of
         self.generator = torch.Generator().manual_seed(int(seed))
         self.state: DeepState | None = None
         self.closed = False
@@ -80,6 +77,18 @@ class Session:
         self._levels: list[torch.Tensor] | None = None  # local-block values of the last frame (warm start)
 
     # ----- helpers ------------------------------------------------------------------------------------------
+    @property
+    def strict_actions(self) -> bool:
+        return self.settings.strict_actions
+
+    @property
+    def context(self) -> str:
+        return self.settings.context
+
+    @property
+    def best_of(self) -> int:
+        return self.settings.best_of
+
     @property
     def single(self) -> bool:
         """One world without a batch axis: calls take and return unbatched values (batch_size 1, not `batched`)."""
